@@ -1,0 +1,268 @@
+"""Multi-head attention layers: global (encoder) self, causal (decoder) self, and cross.
+
+None of these wraps `keras.layers.MultiHeadAttention`: that layer clears the
+`_keras_mask` of its inputs in place (KNOWN_TRAPS 1), so an encoder output
+shared by N decoder layers loses its padding mask after the first one. Here
+masks are explicit tensors built by `keras_s2s.layers.masks`, and the
+query's padding mask is propagated as the output mask.
+
+Shape legend: B batch, T query length, S key length, L cache length,
+D model dim, H heads, K head dim.
+"""
+
+import keras
+from keras import ops
+
+from keras_s2s.layers import masks
+
+
+class _Attention(keras.layers.Layer):
+    """Projections and fused scaled dot-product attention shared by all three layers."""
+
+    def __init__(self, num_heads, key_dim, use_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("num_heads", num_heads), ("key_dim", key_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"`{name}` must be a positive integer; received {name}={value!r}"
+                )
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.use_bias = use_bias
+        self.supports_masking = True
+
+    def _add_projection(self, name, kernel_shape, bias_shape, fan_in, fan_out):
+        """A (kernel, bias) pair; weights rather than sublayers so no inner
+        layer sees (and warns about dropping) the Keras mask."""
+        # Glorot-uniform over the logical (fan_in, fan_out) matrix, whatever
+        # the einsum layout of the kernel.
+        limit = (6.0 / (fan_in + fan_out)) ** 0.5
+        kernel = self.add_weight(
+            name=f"{name}_kernel",
+            shape=kernel_shape,
+            initializer=keras.initializers.RandomUniform(-limit, limit),
+        )
+        bias = None
+        if self.use_bias:
+            bias = self.add_weight(
+                name=f"{name}_bias", shape=bias_shape, initializer="zeros"
+            )
+        return kernel, bias
+
+    def _project(self, equation, inputs, projection):
+        kernel, bias = projection
+        outputs = ops.einsum(equation, inputs, kernel)
+        return outputs if bias is None else outputs + bias
+
+    def _build_output(self, hidden_dim):
+        heads_width = self.num_heads * self.key_dim
+        self.output_projection = self._add_projection(
+            "output",
+            (self.num_heads, self.key_dim, hidden_dim),
+            (hidden_dim,),
+            heads_width,
+            hidden_dim,
+        )
+
+    def _attend(self, query, key, value, mask):
+        # query (B, T, H, K); key, value (B, S, H, K); mask (B|1, 1, T|1, S)
+        attended = ops.dot_product_attention(
+            query, key, value, mask=mask
+        )  # (B, T, H, K)
+        return self._project("bthk,hkd->btd", attended, self.output_projection)
+
+    def compute_output_shape(self, query_shape, *args, **kwargs):
+        return query_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "key_dim": self.key_dim,
+                "use_bias": self.use_bias,
+            }
+        )
+        return config
+
+
+class _SelfAttention(_Attention):
+    """Self-attention with one fused query/key/value projection."""
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        heads_width = self.num_heads * self.key_dim
+        self.qkv_projection = self._add_projection(
+            "query_key_value",
+            (hidden_dim, 3, self.num_heads, self.key_dim),
+            (3, self.num_heads, self.key_dim),
+            hidden_dim,
+            heads_width,
+        )
+        self._build_output(hidden_dim)
+        self.built = True
+
+    def _qkv(self, inputs):
+        # One matmul for queries, keys and values: fewer, larger ops.
+        return self._project(
+            "btd,dnhk->btnhk", inputs, self.qkv_projection
+        )  # (B, T, 3, H, K)
+
+
+@keras.saving.register_keras_serializable(package="keras_s2s")
+class GlobalSelfAttention(_SelfAttention):
+    """Bidirectional self-attention over the real (non-padded) tokens.
+
+    Args:
+        num_heads: H.
+        key_dim: K, the width of each head.
+        use_bias: whether projections have biases.
+
+    Call arguments:
+        inputs: float (B, T, D).
+        mask: bool (B, T), True at real tokens; taken from the Keras mask of
+            `inputs` when not given.
+
+    Returns:
+        float (B, T, D) carrying `mask`.
+
+    Example:
+    >>> layer = GlobalSelfAttention(num_heads=2, key_dim=8)
+    >>> layer(np.zeros((1, 3, 16))).shape
+    (1, 3, 16)
+    """
+
+    def call(self, inputs, mask=None):
+        qkv = self._qkv(inputs)  # (B, T, 3, H, K)
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        return self._attend(query, key, value, masks.key_padding_mask(mask))
+
+
+@keras.saving.register_keras_serializable(package="keras_s2s")
+class CausalSelfAttention(_SelfAttention):
+    """Decoder self-attention: each position sees itself and earlier real tokens.
+
+    Training and incremental decoding share this one call: with `cache`, the
+    new keys and values are written into the cache at `cache_index` and the
+    queries attend over the cache.
+
+    Args:
+        num_heads: H.
+        key_dim: K, the width of each head.
+        use_bias: whether projections have biases.
+
+    Call arguments:
+        inputs: float (B, T, D).
+        mask: bool (B, T), True at real tokens; taken from the Keras mask of
+            `inputs` when not given. Combined with the causal mask.
+        cache: optional float (B, L, 2, H, K) of keys and values; see
+            `initial_cache`.
+        cache_index: int scalar, position of `inputs[:, 0]`; required with
+            `cache`.
+
+    Returns:
+        float (B, T, D) carrying `mask`; with a cache, `(outputs, new_cache)`.
+
+    Example:
+    >>> layer = CausalSelfAttention(num_heads=2, key_dim=8)
+    >>> layer(np.zeros((1, 3, 16))).shape
+    (1, 3, 16)
+    """
+
+    def call(self, inputs, mask=None, cache=None, cache_index=None):
+        qkv = self._qkv(inputs)  # (B, T, 3, H, K)
+        query = qkv[:, :, 0]  # (B, T, H, K)
+        new_key_value = qkv[:, :, 1:]  # (B, T, 2, H, K)
+        query_length = ops.shape(inputs)[1]
+        if cache is None:
+            attention_mask = masks.causal_attention_mask(
+                query_length, query_length, key_mask=mask
+            )
+            return self._attend(
+                query, new_key_value[:, :, 0], new_key_value[:, :, 1], attention_mask
+            )
+        if cache_index is None:
+            raise ValueError(
+                f"{self.name}: `cache_index` is required when `cache` is given"
+            )
+        cache = ops.slice_update(
+            cache, (0, cache_index, 0, 0, 0), ops.cast(new_key_value, cache.dtype)
+        )  # (B, L, 2, H, K)
+        # Slots after cache_index hold zeros (or stale values); the causal
+        # mask with an offset hides them, so shapes stay fixed for XLA.
+        attention_mask = masks.causal_attention_mask(
+            query_length, ops.shape(cache)[1], offset=cache_index
+        )
+        outputs = self._attend(query, cache[:, :, 0], cache[:, :, 1], attention_mask)
+        return outputs, cache
+
+    def initial_cache(self, batch_size, max_length, dtype="float32"):
+        """An empty cache for `max_length` positions, (B, L, 2, H, K)."""
+        return ops.zeros(
+            (batch_size, max_length, 2, self.num_heads, self.key_dim), dtype=dtype
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_s2s")
+class CrossAttention(_Attention):
+    """Decoder queries over encoder outputs, never attending to padded source keys.
+
+    Args:
+        num_heads: H.
+        key_dim: K, the width of each head.
+        use_bias: whether projections have biases.
+
+    Call arguments:
+        query: float (B, T, D), the decoder stream.
+        context: float (B, S, D), the encoder output.
+        query_mask: bool (B, T); propagated as the output mask.
+        context_mask: bool (B, S), True at real source tokens. Pass it
+            explicitly: a mask riding on a shared `context` tensor is what
+            KNOWN_TRAPS 1 loses.
+        cache: optional float (B, S, 2, H, K) from `compute_cache(context)`,
+            so decoding projects the encoder output once per sentence.
+
+    Returns:
+        float (B, T, D).
+
+    Example:
+    >>> layer = CrossAttention(num_heads=2, key_dim=8)
+    >>> layer(np.zeros((1, 3, 16)), np.zeros((1, 5, 16))).shape
+    (1, 3, 16)
+    """
+
+    def build(self, query_shape, context_shape=None):
+        hidden_dim = query_shape[-1]
+        context_dim = hidden_dim if context_shape is None else context_shape[-1]
+        heads_width = self.num_heads * self.key_dim
+        self.query_projection = self._add_projection(
+            "query",
+            (hidden_dim, self.num_heads, self.key_dim),
+            (self.num_heads, self.key_dim),
+            hidden_dim,
+            heads_width,
+        )
+        self.key_value_projection = self._add_projection(
+            "key_value",
+            (context_dim, 2, self.num_heads, self.key_dim),
+            (2, self.num_heads, self.key_dim),
+            context_dim,
+            heads_width,
+        )
+        self._build_output(hidden_dim)
+        self.built = True
+
+    def call(self, query, context, query_mask=None, context_mask=None, cache=None):
+        key_value = self.compute_cache(context) if cache is None else cache
+        return self._attend(
+            self._project("btd,dhk->bthk", query, self.query_projection),  # (B, T, H, K)
+            key_value[:, :, 0],  # (B, S, H, K)
+            key_value[:, :, 1],
+            masks.key_padding_mask(context_mask),
+        )
+
+    def compute_cache(self, context):
+        """Projects the encoder output to keys and values once, (B, S, 2, H, K)."""
+        return self._project(
+            "bsd,dnhk->bsnhk", context, self.key_value_projection
+        )  # (B, S, 2, H, K)

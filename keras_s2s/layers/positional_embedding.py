@@ -1,0 +1,154 @@
+"""Token embedding scaled by sqrt(D) plus sinusoidal or learned positions.
+
+Shape legend: B batch, L sequence length, D hidden_dim, V vocabulary.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from keras_s2s.layers import masks
+
+POSITION_KINDS = ("sinusoidal", "learned")
+
+
+def sinusoidal_table(max_length, hidden_dim):
+    """The fixed position table of "Attention is all you need", (max_length, D) float32."""
+    positions = np.arange(max_length)[:, None]  # (L, 1)
+    frequencies = np.exp(
+        -math.log(10000.0) * np.arange(0, hidden_dim, 2) / hidden_dim
+    )  # (D/2,)
+    angles = positions * frequencies[None, :]  # (L, D/2)
+    table = np.zeros((max_length, hidden_dim), dtype="float32")
+    table[:, 0::2] = np.sin(angles)
+    table[:, 1::2] = np.cos(angles[:, : hidden_dim // 2])
+    return table
+
+
+@keras.saving.register_keras_serializable(package="keras_s2s")
+class PositionalEmbedding(keras.layers.Layer):
+    """Embeds token ids and adds positions; the output mask is `tokens != 0`.
+
+    Args:
+        vocabulary_size: V; id 0 is padding.
+        hidden_dim: D.
+        max_length: longest sequence accepted; longer input raises an error
+            naming `max_length`.
+        positions: "sinusoidal" (fixed table) or "learned".
+
+    Call arguments:
+        inputs: int tensor (B, L) of token ids.
+        start_index: position of the first token (int or scalar tensor);
+            incremental decoding embeds token i with `start_index=i`.
+
+    Returns:
+        float tensor (B, L, D) carrying the Keras mask `inputs != 0`.
+
+    Example:
+    >>> layer = PositionalEmbedding(100, 16, max_length=8)
+    >>> layer(np.array([[5, 6, 0]])).shape
+    (1, 3, 16)
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        hidden_dim,
+        max_length,
+        positions="sinusoidal",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if positions not in POSITION_KINDS:
+            raise ValueError(
+                f"`positions` must be one of {list(POSITION_KINDS)}; "
+                f"received positions={positions!r}"
+            )
+        self.vocabulary_size = vocabulary_size
+        self.hidden_dim = hidden_dim
+        self.max_length = max_length
+        self.positions = positions
+        self.token_embedding = keras.layers.Embedding(
+            vocabulary_size,
+            hidden_dim,
+            embeddings_initializer=keras.initializers.RandomNormal(
+                stddev=hidden_dim**-0.5
+            ),
+            dtype=self.dtype_policy,
+            name="token_embedding",
+        )
+        self.scale = math.sqrt(hidden_dim)
+
+    def build(self, input_shape):
+        self.token_embedding.build(input_shape)
+        if self.positions == "learned":
+            self.position_embedding = self.add_weight(
+                name="position_embedding",
+                shape=(self.max_length, self.hidden_dim),
+                initializer=keras.initializers.RandomNormal(stddev=0.02),
+            )
+        else:
+            # Not a weight: nothing to train or save, rebuilt identically on load.
+            self.position_table = ops.convert_to_tensor(
+                sinusoidal_table(self.max_length, self.hidden_dim)
+            )
+        self.built = True
+
+    @property
+    def embeddings(self):
+        """The (V, D) token embedding matrix, for tied output projections."""
+        return self.token_embedding.embeddings
+
+    def call(self, inputs, start_index=0):
+        length = ops.shape(inputs)[1]
+        self._check_length(length, start_index)
+        tokens = self.token_embedding(inputs)  # (B, L, D)
+        tokens = tokens * ops.cast(self.scale, tokens.dtype)
+        table = (
+            self.position_embedding
+            if self.positions == "learned"
+            else self.position_table
+        )
+        positions = ops.slice(
+            table, (start_index, 0), (length, self.hidden_dim)
+        )  # (L, D)
+        return tokens + ops.cast(positions, tokens.dtype)[None, :, :]
+
+    def _check_length(self, length, start_index):
+        message = (
+            f"{self.name}: sequence longer than `max_length`={self.max_length} "
+            "tokens; shorten or truncate the input, or build the model with a "
+            "larger `max_length`"
+        )
+        if isinstance(length, int) and isinstance(start_index, int):
+            if start_index + length > self.max_length:
+                raise ValueError(f"{message} (received {start_index + length})")
+            return
+        # Dynamic length (inside tf.function): checked when the graph runs.
+        # XLA compiles asserts away, but the position slice still fails there.
+        tf.debugging.assert_less_equal(
+            tf.cast(start_index, "int32") + tf.cast(length, "int32"),
+            self.max_length,
+            message=message,
+        )
+
+    def compute_mask(self, inputs, mask=None):
+        return masks.padding_mask(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, self.hidden_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocabulary_size": self.vocabulary_size,
+                "hidden_dim": self.hidden_dim,
+                "max_length": self.max_length,
+                "positions": self.positions,
+            }
+        )
+        return config

@@ -1,0 +1,250 @@
+"""`build_transformer(config)`: the functional encoder-decoder model.
+
+The model is `{"encoder_tokens": (B, S), "decoder_tokens": (B, T)} -> logits
+(B, T, V)`. Its layers are named so that `TransformerParts.from_model`
+finds them again in a built or reloaded model: training and incremental
+decoding run the very same layers through the same two functions,
+`encode` and `decode`.
+
+Shape legend: B batch, S source length, T target length, D hidden dim,
+V target vocabulary, L cache length, H heads, K head dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+from keras import ops
+
+from keras_s2s.config import ModelConfig
+from keras_s2s.layers.decoder import DecoderLayer
+from keras_s2s.layers.encoder import EncoderLayer
+from keras_s2s.layers.masks import padding_mask
+from keras_s2s.layers.positional_embedding import PositionalEmbedding
+
+ENCODER_INPUT = "encoder_tokens"
+DECODER_INPUT = "decoder_tokens"
+
+
+@keras.saving.register_keras_serializable(package="keras_s2s")
+class PaddingMask(keras.layers.Layer):
+    """Token ids (B, L) -> bool (B, L), True at real tokens.
+
+    A layer so that the functional graph carries the source padding mask as
+    a tensor of its own, passed explicitly to every decoder layer.
+    """
+
+    def call(self, token_ids):
+        return padding_mask(token_ids)
+
+    def compute_output_spec(self, token_ids):
+        return keras.KerasTensor(token_ids.shape, dtype="bool")
+
+
+@dataclasses.dataclass
+class TransformerParts:
+    """The named layers of a Transformer, and the two passes over them."""
+
+    source_embedding: PositionalEmbedding
+    source_padding: PaddingMask
+    encoder_layers: list[EncoderLayer]
+    encoder_norm: keras.layers.Layer | None
+    target_embedding: PositionalEmbedding
+    decoder_layers: list[DecoderLayer]
+    decoder_norm: keras.layers.Layer | None
+    output_projection: keras.layers.Dense
+
+    @classmethod
+    def create(cls, config: ModelConfig) -> "TransformerParts":
+        block_args = dict(
+            num_heads=config.num_heads,
+            intermediate_dim=config.intermediate_dim,
+            dropout=config.dropout,
+            norm_position=config.norm_position,
+            layer_norm_epsilon=config.layer_norm_epsilon,
+        )
+
+        def final_norm(name):
+            # Pre-norm stacks end un-normalized; post-norm layers already end
+            # with a norm, so a second one would be redundant.
+            if config.norm_position != "pre":
+                return None
+            return keras.layers.LayerNormalization(
+                epsilon=config.layer_norm_epsilon, name=name
+            )
+
+        def embedding(vocabulary_size, name):
+            return PositionalEmbedding(
+                vocabulary_size,
+                config.hidden_dim,
+                config.max_length,
+                positions=config.positions,
+                name=name,
+            )
+
+        return cls(
+            source_embedding=embedding(config.source_vocabulary_size, "source_embedding"),
+            source_padding=PaddingMask(name="source_padding_mask"),
+            encoder_layers=[
+                EncoderLayer(**block_args, name=f"encoder_layer_{i}")
+                for i in range(config.num_encoder_layers)
+            ],
+            encoder_norm=final_norm("encoder_norm"),
+            target_embedding=embedding(config.target_vocabulary_size, "target_embedding"),
+            decoder_layers=[
+                DecoderLayer(**block_args, name=f"decoder_layer_{i}")
+                for i in range(config.num_decoder_layers)
+            ],
+            decoder_norm=final_norm("decoder_norm"),
+            output_projection=keras.layers.Dense(
+                config.target_vocabulary_size,
+                dtype="float32",  # logits in float32 even under mixed precision
+                name="logits",
+            ),
+        )
+
+    @classmethod
+    def from_model(cls, model: keras.Model) -> "TransformerParts":
+        """Finds the layers of a model made by `build_transformer` (or reloaded)."""
+        names = {layer.name: layer for layer in model.layers}
+
+        def numbered(prefix):
+            found = []
+            while f"{prefix}_{len(found)}" in names:
+                found.append(names[f"{prefix}_{len(found)}"])
+            return found
+
+        try:
+            return cls(
+                source_embedding=names["source_embedding"],
+                source_padding=names["source_padding_mask"],
+                encoder_layers=numbered("encoder_layer"),
+                encoder_norm=names.get("encoder_norm"),
+                target_embedding=names["target_embedding"],
+                decoder_layers=numbered("decoder_layer"),
+                decoder_norm=names.get("decoder_norm"),
+                output_projection=names["logits"],
+            )
+        except KeyError as missing:
+            raise ValueError(
+                f"`model` was not built by keras_s2s.build_transformer: it has no "
+                f"layer named {missing}; its layers are {sorted(names)}"
+            ) from None
+
+    def encode(self, encoder_tokens):
+        """(B, S) ids -> encoder output (B, S, D) and source mask (B, S)."""
+        source_mask = self.source_padding(encoder_tokens)  # (B, S)
+        x = self.source_embedding(encoder_tokens)  # (B, S, D)
+        for layer in self.encoder_layers:
+            x = layer(x, mask=source_mask)
+        if self.encoder_norm is not None:
+            x = self.encoder_norm(x)
+        return x, source_mask
+
+    def decode(
+        self,
+        decoder_tokens,
+        encoder_output,
+        source_mask,
+        caches=None,
+        cache_index=None,
+    ):
+        """Decoder stack and output projection.
+
+        Args:
+            decoder_tokens: (B, T) ids.
+            encoder_output: (B, S, D).
+            source_mask: (B, S) bool, passed explicitly to every layer.
+            caches: optional `DecoderCache` for incremental decoding.
+            cache_index: int scalar tensor, position of `decoder_tokens[:, 0]`.
+
+        Returns:
+            logits (B, T, V); with `caches`, `(logits, new_caches)`.
+        """
+        start_index = 0 if caches is None else cache_index
+        x = self.target_embedding(decoder_tokens, start_index=start_index)  # (B, T, D)
+        new_self_caches = []
+        for i, layer in enumerate(self.decoder_layers):
+            if caches is None:
+                x = layer(x, encoder_output, context_mask=source_mask)
+            else:
+                x, self_cache = layer(
+                    x,
+                    encoder_output,
+                    context_mask=source_mask,
+                    self_attention_cache=caches.self_attention[i],
+                    cache_index=cache_index,
+                    cross_attention_cache=caches.cross_attention[i],
+                )
+                new_self_caches.append(self_cache)
+        if self.decoder_norm is not None:
+            x = self.decoder_norm(x)
+        logits = self.output_projection(x)  # (B, T, V)
+        if caches is None:
+            return logits
+        return logits, DecoderCache(tuple(new_self_caches), caches.cross_attention)
+
+    def initial_cache(self, encoder_output, max_length):
+        """An empty self-attention cache and the cross-attention keys/values.
+
+        Args:
+            encoder_output: (B, S, D).
+            max_length: L, how many target positions the cache holds.
+        """
+        batch_size = ops.shape(encoder_output)[0]
+        return DecoderCache(
+            self_attention=tuple(
+                layer.initial_self_attention_cache(
+                    batch_size, max_length, encoder_output.dtype
+                )
+                for layer in self.decoder_layers
+            ),
+            cross_attention=tuple(
+                layer.compute_cross_attention_cache(encoder_output)
+                for layer in self.decoder_layers
+            ),
+        )
+
+
+@dataclasses.dataclass
+class DecoderCache:
+    """Per decoder layer: self-attention (B, L, 2, H, K) and cross-attention (B, S, 2, H, K)."""
+
+    self_attention: tuple
+    cross_attention: tuple
+
+
+def build_transformer(config: ModelConfig) -> keras.Model:
+    """Builds the functional encoder-decoder Transformer.
+
+    Args:
+        config: a `ModelConfig`.
+
+    Returns:
+        A `keras.Model` with inputs `encoder_tokens` (B, S) and
+        `decoder_tokens` (B, T), int32 with pad id 0, and float32 logits
+        (B, T, target_vocabulary_size) whose Keras mask is
+        `decoder_tokens != 0`, so compiled losses and metrics skip padding.
+
+    Example:
+    >>> model = build_transformer(ModelConfig(source_vocabulary_size=100,
+    ...                                       target_vocabulary_size=120))
+    >>> model({"encoder_tokens": np.array([[5, 6, 0]]),
+    ...        "decoder_tokens": np.array([[1, 7]])}).shape
+    (1, 2, 120)
+    """
+    if not isinstance(config, ModelConfig):
+        raise TypeError(
+            f"`config` must be a keras_s2s.ModelConfig; received {type(config).__name__}"
+        )
+    parts = TransformerParts.create(config)
+    encoder_tokens = keras.Input(shape=(None,), dtype="int32", name=ENCODER_INPUT)
+    decoder_tokens = keras.Input(shape=(None,), dtype="int32", name=DECODER_INPUT)
+    encoder_output, source_mask = parts.encode(encoder_tokens)
+    logits = parts.decode(decoder_tokens, encoder_output, source_mask)
+    return keras.Model(
+        inputs={ENCODER_INPUT: encoder_tokens, DECODER_INPUT: decoder_tokens},
+        outputs=logits,
+        name="transformer",
+    )

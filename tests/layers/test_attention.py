@@ -1,0 +1,129 @@
+import numpy as np
+import pytest
+
+from keras_s2s.layers import CausalSelfAttention, CrossAttention, GlobalSelfAttention
+
+B, T, S, D = 2, 4, 5, 8
+ARGS = dict(num_heads=2, key_dim=4)
+
+
+def _with_keras_mask(x, mask):
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x)
+    x._keras_mask = tf.convert_to_tensor(mask)
+    return x
+
+
+@pytest.fixture
+def states(rng):
+    query = rng.normal(size=(B, T, D)).astype("float32")
+    context = rng.normal(size=(B, S, D)).astype("float32")
+    return query, context
+
+
+def test_global_self_attention_checks(states):
+    from tests.layer_checks import run_layer_checks
+
+    run_layer_checks(GlobalSelfAttention, ARGS, states[0])
+
+
+def test_causal_self_attention_checks(states):
+    from tests.layer_checks import run_layer_checks
+
+    run_layer_checks(CausalSelfAttention, ARGS, states[0])
+
+
+def test_cross_attention_checks(states):
+    from tests.layer_checks import run_layer_checks
+
+    run_layer_checks(CrossAttention, ARGS, list(states))
+
+
+def test_global_self_attention_ignores_padded_keys(states):
+    layer = GlobalSelfAttention(**ARGS)
+    query = states[0]
+    mask = np.array([[True, True, False, False], [True, True, True, True]])
+    changed = query.copy()
+    changed[0, 2:] = 100.0  # garbage at padded positions
+    a = np.asarray(layer(query, mask=mask))
+    b = np.asarray(layer(changed, mask=mask))
+    np.testing.assert_allclose(a[0, :2], b[0, :2], atol=1e-5)
+    np.testing.assert_allclose(a[1], b[1], atol=1e-6)
+
+
+def test_causal_self_attention_ignores_future(states):
+    layer = CausalSelfAttention(**ARGS)
+    query = states[0]
+    changed = query.copy()
+    changed[:, 2:] += 1.0
+    a, b = np.asarray(layer(query)), np.asarray(layer(changed))
+    np.testing.assert_allclose(a[:, :2], b[:, :2], atol=1e-6)
+    assert np.abs(a[:, 2:] - b[:, 2:]).max() > 1e-3
+
+
+def test_cross_attention_masks_source_keys_when_s_differs_from_t(states):
+    # KNOWN_TRAPS 4: the source mask goes on the key axis, (B, T, S) with S != T.
+    layer = CrossAttention(**ARGS)
+    query, context = states
+    context_mask = np.array([[True, True, True, False, False], [True] * S])
+    changed = context.copy()
+    changed[0, 3:] = -50.0
+    a = np.asarray(layer(query, context, context_mask=context_mask))
+    b = np.asarray(layer(query, changed, context_mask=context_mask))
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer_class", [GlobalSelfAttention, CausalSelfAttention])
+def test_self_attention_implicit_mask_equals_explicit(layer_class, states):
+    layer = layer_class(**ARGS)
+    mask = np.array([[True, True, True, False], [True, True, False, False]])
+    implicit = layer(_with_keras_mask(states[0], mask))
+    explicit = layer(states[0], mask=mask)
+    np.testing.assert_allclose(np.asarray(implicit), np.asarray(explicit), atol=1e-6)
+    np.testing.assert_array_equal(implicit._keras_mask, mask)
+
+
+def test_cross_attention_implicit_masks_equal_explicit(states):
+    # KNOWN_TRAPS 2: with two tensor arguments Keras fills `<arg>_mask`.
+    layer = CrossAttention(**ARGS)
+    query_mask = np.array([[True, True, True, False], [True] * T])
+    context_mask = np.array([[True, True, False, False, False], [True] * S])
+    implicit = layer(
+        _with_keras_mask(states[0], query_mask), _with_keras_mask(states[1], context_mask)
+    )
+    explicit = layer(states[0], states[1], query_mask=query_mask, context_mask=context_mask)
+    np.testing.assert_allclose(np.asarray(implicit), np.asarray(explicit), atol=1e-6)
+    np.testing.assert_array_equal(implicit._keras_mask, query_mask)
+
+
+def test_layers_leave_input_masks_in_place(states):
+    # KNOWN_TRAPS 1: keras MultiHeadAttention clears these; ours must not.
+    context_mask = np.array([[True, True, False, False, False], [True] * S])
+    context = _with_keras_mask(states[1], context_mask)
+    CrossAttention(**ARGS)(states[0], context)
+    assert context._keras_mask is not None
+    np.testing.assert_array_equal(context._keras_mask, context_mask)
+
+
+def test_cached_steps_equal_full_causal_attention(states):
+    layer = CausalSelfAttention(**ARGS)
+    query = states[0]
+    full = np.asarray(layer(query))
+    cache = layer.initial_cache(B, T + 2)
+    for i in range(T):
+        step, cache = layer(query[:, i : i + 1], cache=cache, cache_index=i)
+        np.testing.assert_allclose(np.asarray(step)[:, 0], full[:, i], atol=1e-5)
+
+
+def test_cache_without_index_is_an_error(states):
+    layer = CausalSelfAttention(**ARGS)
+    with pytest.raises(ValueError, match="`cache_index` is required"):
+        layer(states[0][:, :1], cache=layer.initial_cache(B, 3))
+
+
+@pytest.mark.parametrize("name,value", [("num_heads", 0), ("key_dim", 2.5)])
+def test_bad_arguments_are_named(name, value):
+    args = dict(ARGS, **{name: value})
+    with pytest.raises(ValueError, match=rf"`{name}` must be a positive integer; received {name}={value}"):
+        GlobalSelfAttention(**args)

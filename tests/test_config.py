@@ -1,0 +1,54 @@
+import dataclasses
+
+import pytest
+
+from keras_s2s import ModelConfig
+
+VOCABS = dict(source_vocabulary_size=100, target_vocabulary_size=120)
+
+
+def test_defaults_and_json_round_trip(tmp_path):
+    config = ModelConfig(**VOCABS, num_decoder_layers=2)
+    assert ModelConfig.from_json(config.to_json()) == config
+    config.save(tmp_path / "config.json")
+    assert ModelConfig.load(tmp_path / "config.json") == config
+    assert config.head_dim == config.hidden_dim // config.num_heads
+
+
+def test_frozen_and_keyword_only():
+    config = ModelConfig(**VOCABS)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.hidden_dim = 3
+    with pytest.raises(TypeError):
+        ModelConfig(100, 120)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (dict(hidden_dim=250, num_heads=4), r"`num_heads` must divide `hidden_dim`; received hidden_dim=250, num_heads=4"),
+        (dict(num_heads=0), r"`num_heads` must be a positive integer; received num_heads=0"),
+        (dict(max_length=2.5), r"`max_length` must be a positive integer; received max_length=2.5"),
+        (dict(num_encoder_layers=True), r"`num_encoder_layers` must be a positive integer; received num_encoder_layers=True"),
+        (dict(source_vocabulary_size=1), r"`source_vocabulary_size` must be at least 2 .*received source_vocabulary_size=1"),
+        (dict(dropout=1.0), r"`dropout` must be a number in \[0, 1\); received dropout=1.0"),
+        (dict(positions="rotary"), r"`positions` must be one of \['sinusoidal', 'learned'\]; received positions='rotary'"),
+        (dict(norm_position="sandwich"), r"`norm_position` must be one of \['pre', 'post'\]; received norm_position='sandwich'"),
+        (dict(layer_norm_epsilon=0.0), r"`layer_norm_epsilon` must be a positive float; received layer_norm_epsilon=0.0"),
+    ],
+)
+def test_invalid_values_name_field_and_value(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**dict(VOCABS, **overrides))
+
+
+def test_unknown_json_key_is_named():
+    with pytest.raises(ValueError, match=r"Unknown ModelConfig field\(s\) \['hiden_dim'\]"):
+        ModelConfig.from_dict(dict(VOCABS, hiden_dim=3))
+
+
+def test_invalid_json_names_file_and_line(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{\n  "hidden_dim": 4,\n}\n')
+    with pytest.raises(ValueError, match=r"config.json:3: not valid JSON"):
+        ModelConfig.load(path)

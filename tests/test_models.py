@@ -1,0 +1,211 @@
+"""Invariants of the functional Transformer, on 1, 2 and 3 decoder layers."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_s2s import ModelConfig, build_transformer
+from keras_s2s.models import TransformerParts
+
+DEPTHS = [1, 2, 3]
+
+
+def make_model(num_decoder_layers=2, **overrides):
+    config = ModelConfig(
+        **dict(
+            dict(
+                source_vocabulary_size=40,
+                target_vocabulary_size=50,
+                hidden_dim=16,
+                num_heads=2,
+                intermediate_dim=32,
+                num_encoder_layers=2,
+                num_decoder_layers=num_decoder_layers,
+                dropout=0.0,
+                max_length=16,
+            ),
+            **overrides,
+        )
+    )
+    return build_transformer(config)
+
+
+def batch(rng, source_lengths=(5, 3), target_lengths=(4, 2), source_width=6, target_width=5):
+    encoder = np.zeros((len(source_lengths), source_width), "int32")
+    decoder = np.zeros((len(target_lengths), target_width), "int32")
+    for row, length in enumerate(source_lengths):
+        encoder[row, :length] = rng.integers(1, 40, size=length)
+    for row, length in enumerate(target_lengths):
+        decoder[row, :length] = rng.integers(1, 50, size=length)
+    return {"encoder_tokens": encoder, "decoder_tokens": decoder}
+
+
+def logits(model, inputs):
+    return np.asarray(model(inputs))
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_extra_source_padding_changes_no_real_logit(depth, rng):
+    # KNOWN_TRAPS 1: a shared encoder output's mask must reach every decoder layer.
+    model = make_model(depth)
+    inputs = batch(rng)
+    padded = dict(inputs, encoder_tokens=np.pad(inputs["encoder_tokens"], ((0, 0), (0, 7))))
+    real = inputs["decoder_tokens"] != 0
+    np.testing.assert_allclose(
+        logits(model, padded)[real], logits(model, inputs)[real], atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_future_target_tokens_change_nothing_earlier(depth, rng):
+    model = make_model(depth)
+    inputs = batch(rng, target_lengths=(5, 5))
+    base = logits(model, inputs)
+    for t in range(4):
+        changed = inputs["decoder_tokens"].copy()
+        changed[:, t + 1 :] = rng.integers(1, 50, size=changed[:, t + 1 :].shape)
+        after = logits(model, dict(inputs, decoder_tokens=changed))
+        np.testing.assert_allclose(after[:, : t + 1], base[:, : t + 1], atol=1e-5)
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_extra_target_padding_changes_nothing_real(depth, rng):
+    model = make_model(depth)
+    inputs = batch(rng)
+    padded = dict(inputs, decoder_tokens=np.pad(inputs["decoder_tokens"], ((0, 0), (0, 4))))
+    real = inputs["decoder_tokens"] != 0
+    np.testing.assert_allclose(
+        logits(model, padded)[:, :5][real], logits(model, inputs)[real], atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_rows_are_independent_of_the_batch(depth, rng):
+    model = make_model(depth)
+    inputs = batch(rng, source_lengths=(5, 3, 6), target_lengths=(4, 2, 5))
+    together = logits(model, inputs)
+    for row in range(3):
+        alone = logits(model, {k: v[row : row + 1] for k, v in inputs.items()})
+        real = inputs["decoder_tokens"][row] != 0
+        np.testing.assert_allclose(alone[0][real], together[row][real], atol=1e-5)
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_implicit_keras_mask_equals_explicit_masks(depth, rng):
+    model = make_model(depth)
+    inputs = batch(rng)
+    parts = TransformerParts.from_model(model)
+    encoder_tokens = tf.constant(inputs["encoder_tokens"])
+    decoder_tokens = tf.constant(inputs["decoder_tokens"])
+    source_mask = encoder_tokens != 0
+    target_mask = decoder_tokens != 0
+
+    # Every layer called on mask-free tensors, with every mask passed by hand.
+    def strip(x):
+        return tf.identity(x)  # a new tensor: no _keras_mask rides along
+
+    x = strip(parts.source_embedding(encoder_tokens))
+    for layer in parts.encoder_layers:
+        x = strip(layer(x, mask=source_mask))
+    encoder_output = strip(parts.encoder_norm(x))
+    y = strip(parts.target_embedding(decoder_tokens))
+    for layer in parts.decoder_layers:
+        y = strip(layer(y, encoder_output, inputs_mask=target_mask, context_mask=source_mask))
+    explicit = np.asarray(parts.output_projection(parts.decoder_norm(y)))
+    implicit = logits(model, inputs)
+    real = inputs["decoder_tokens"] != 0
+    np.testing.assert_allclose(implicit[real], explicit[real], atol=1e-5)
+
+
+def test_logits_mask_is_decoder_tokens_not_zero(rng):
+    model = make_model()
+    inputs = batch(rng)
+    output = model(inputs)
+    np.testing.assert_array_equal(output._keras_mask, inputs["decoder_tokens"] != 0)
+    assert output.dtype == "float32"
+    assert output.shape == (2, 5, 50)
+
+
+def test_inputs_are_named_int32_and_dict_callable():
+    model = make_model()
+    assert {t.name for t in model.inputs} == {"encoder_tokens", "decoder_tokens"}
+    assert all(t.dtype == "int32" for t in model.inputs)
+
+
+def _compiled(model):
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def test_compiled_loss_and_accuracy_are_masked_once(rng):
+    # KNOWN_TRAPS 3 and 5: the logits' mask weights the loss; padded rows count nowhere.
+    model = _compiled(make_model())
+    inputs = batch(rng)
+    labels = np.where(inputs["decoder_tokens"] != 0, rng.integers(1, 50, size=(2, 5)), 0)
+    result = model.evaluate(inputs, labels, verbose=0, return_dict=True)
+    out = logits(model, inputs)
+    log_probs = out - np.log(np.exp(out).sum(-1, keepdims=True))
+    per_token = -np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+    real = inputs["decoder_tokens"] != 0
+    np.testing.assert_allclose(result["loss"], per_token[real].mean(), rtol=1e-5)
+    correct = out.argmax(-1) == labels
+    np.testing.assert_allclose(result["accuracy"], correct[real].mean(), rtol=1e-6)
+
+
+def test_one_fit_step_lowers_the_loss(rng):
+    model = _compiled(make_model())
+    inputs = batch(rng)
+    labels = np.where(inputs["decoder_tokens"] != 0, 7, 0)
+    before = model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"]
+    model.fit(inputs, labels, epochs=1, verbose=0)
+    after = model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"]
+    assert after < before
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(positions="learned", norm_position="post")])
+def test_keras_save_load_gives_identical_logits(overrides, rng, tmp_path):
+    # KNOWN_TRAPS 6: reload is checked on outputs, not on "it loaded".
+    model = make_model(**overrides)
+    inputs = batch(rng)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(logits(reloaded, inputs), logits(model, inputs))
+    assert TransformerParts.from_model(reloaded).decoder_layers
+
+
+def test_sequence_longer_than_max_length_names_it(rng):
+    model = make_model(max_length=4)
+    inputs = batch(rng)  # source width 6
+    with pytest.raises(Exception, match=r"`max_length`=4"):
+        model(inputs)
+
+
+def test_sequence_longer_than_max_length_in_a_graph(rng):
+    model = make_model(max_length=4)
+    spec = tf.TensorSpec((None, None), tf.int32)
+    run = tf.function(
+        lambda e, d: model({"encoder_tokens": e, "decoder_tokens": d}),
+        input_signature=[spec, spec],
+    )
+    inputs = batch(rng)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"`max_length`=4"):
+        run(inputs["encoder_tokens"], inputs["decoder_tokens"])
+
+
+def test_config_must_be_a_model_config():
+    with pytest.raises(TypeError, match="`config` must be a keras_s2s.ModelConfig; received dict"):
+        build_transformer({"hidden_dim": 8})
+
+
+def test_from_model_rejects_foreign_models():
+    foreign = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="was not built by keras_s2s.build_transformer"):
+        TransformerParts.from_model(foreign)
