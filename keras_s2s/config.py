@@ -142,3 +142,119 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ValueError(
             f"`{name}` must be one of {list(choices)}; received {name}={value!r}"
         )
+
+
+def _field(default, help_text):
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+SCHEDULES = ("inverse_sqrt", "cosine")
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+TOKENIZER_TYPES = ("unigram", "bpe")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Data, tokenizer and optimisation settings of a training run.
+
+    Every field is also a `--name value` flag of `training/train.py`; the
+    `help` metadata is what `--help` prints.
+    """
+
+    # Data. A corpus is "builtin", a TSV file (source<TAB>target), or two
+    # aligned files "train.en,train.de".
+    train: str = _field("builtin", 'training corpus: "builtin", a .tsv file, or "SRC_FILE,TGT_FILE"')
+    valid: str = _field("builtin", 'validation corpus, same forms as --train ("" for none)')
+    test: str = _field("builtin", 'test corpus for evaluation, same forms as --train ("" for none)')
+    builtin_train_size: int = _field(20000, "pairs in the generated built-in training split")
+    builtin_seed: int = _field(17, "seed of the built-in corpus generator")
+    max_source_words: int = _field(200, "pairs with more whitespace words on a side are skipped (and counted)")
+    # Tokenizers.
+    vocabulary_size: int = _field(8000, "SentencePiece vocabulary size (per side unless shared)")
+    shared_vocabulary: bool = _field(False, "one vocabulary for source and target")
+    tokenizer_type: str = _field("unigram", f"SentencePiece model type: {' or '.join(TOKENIZER_TYPES)}")
+    # Batching.
+    batch_tokens: int = _field(4096, "token budget of one global batch (source or target side, padded)")
+    shuffle_buffer: int = _field(20000, "examples in the shuffle buffer")
+    # Optimisation.
+    epochs: int = _field(10, "number of epochs")
+    steps_per_epoch: int = _field(0, "batches per epoch; 0 = one pass over the training data")
+    learning_rate: float = _field(1e-3, "peak learning rate (after warm-up)")
+    schedule: str = _field("inverse_sqrt", f"learning-rate schedule after warm-up: {' or '.join(SCHEDULES)}")
+    warmup_steps: int = _field(1000, "linear warm-up steps")
+    total_steps: int = _field(0, "decay horizon of the cosine schedule; 0 = epochs * steps_per_epoch")
+    weight_decay: float = _field(0.01, "AdamW decoupled weight decay (not on biases and norms)")
+    clip_norm: float = _field(1.0, "global gradient-norm clipping; 0 = off")
+    label_smoothing: float = _field(0.1, "label smoothing of the cross-entropy")
+    # Fine-tuning.
+    freeze_embeddings: bool = _field(False, "with --init-from: keep the embeddings fixed")
+    freeze_encoder: bool = _field(False, "with --init-from: keep the encoder (and source embedding) fixed")
+    # Execution.
+    strategy: str = _field("auto", f"tf.distribute strategy: {', '.join(STRATEGIES)}")
+    tpu: str = _field("", "TPU name or address for TPUStrategy (implies --strategy tpu)")
+    jit_compile: bool = _field(True, "compile the train step with XLA")
+    precision: str = _field("auto", f"dtype policy: {', '.join(PRECISIONS)} (auto: bf16 on TPU, fp16 on GPU, fp32 on CPU)")
+    seed: int = _field(1234, "seed of weights, shuffling and dropout")
+    backup_every_steps: int = _field(100, "steps between BackupAndRestore backups (resume after a crash)")
+    # Decoding during evaluation.
+    beam_size: int = _field(4, "beam size for evaluation and translation (1 = greedy)")
+    length_penalty: float = _field(0.6, "GNMT length-penalty alpha of beam search")
+    verbose: int = _field(1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
+
+    def __post_init__(self) -> None:
+        for name in ("builtin_train_size", "max_source_words", "vocabulary_size", "batch_tokens",
+                     "shuffle_buffer", "epochs", "beam_size", "backup_every_steps"):
+            _check_positive_int(name, getattr(self, name))
+        for name in ("steps_per_epoch", "warmup_steps", "total_steps", "builtin_seed", "seed", "verbose"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(
+                    f"`{name}` must be a non-negative integer; received {name}={value!r}"
+                )
+        for name in ("learning_rate",):
+            _check_positive_float(name, getattr(self, name))
+        for name in ("weight_decay", "clip_norm", "length_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(
+                    f"`{name}` must be a non-negative number; received {name}={value!r}"
+                )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(
+                "`label_smoothing` must be in [0, 1); received "
+                f"label_smoothing={self.label_smoothing!r}"
+            )
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("tokenizer_type", self.tokenizer_type, TOKENIZER_TYPES)
+        if not self.train:
+            raise ValueError("`train` must name a corpus; received train=''")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_positive_float(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"`{name}` must be a positive number; received {name}={value!r}")
+
+
+def split_settings(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Splits one flat settings dict into ModelConfig and TrainConfig keyword arguments.
+
+    Raises:
+        ValueError: naming every key that is neither, and the accepted keys.
+    """
+    model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - model_keys - train_keys)
+    if unknown:
+        raise ValueError(
+            f"Unknown setting(s) {unknown}; accepted are the ModelConfig fields "
+            f"{sorted(model_keys)} and the TrainConfig fields {sorted(train_keys)}"
+        )
+    model = {k: v for k, v in values.items() if k in model_keys}
+    train = {k: v for k, v in values.items() if k in train_keys}
+    return model, train

@@ -185,6 +185,31 @@ class TransformerParts:
             return logits
         return logits, DecoderCache(tuple(new_self_caches), caches.cross_attention)
 
+    def cross_attention_weights(self, encoder_tokens, decoder_tokens, layer=-1):
+        """Teacher-forced cross-attention of one decoder layer, averaged over heads.
+
+        Args:
+            encoder_tokens: (B, S) ids.
+            decoder_tokens: (B, T) ids, `[START] y1 ..`.
+            layer: which decoder layer (default: the last).
+
+        Returns:
+            float (B, T, S); row t is where target position t looked.
+        """
+        encoder_output, source_mask = self.encode(encoder_tokens)
+        target_mask = padding_mask(decoder_tokens)
+        x = self.target_embedding(decoder_tokens)  # (B, T, D)
+        chosen = range(len(self.decoder_layers))[layer]
+        for i, decoder_layer in enumerate(self.decoder_layers[: chosen + 1]):
+            if i == chosen:
+                weights = decoder_layer.cross_attention_weights(
+                    x, encoder_output, inputs_mask=target_mask, context_mask=source_mask
+                )  # (B, H, T, S)
+                return ops.mean(weights, axis=1)
+            x = decoder_layer(
+                x, encoder_output, inputs_mask=target_mask, context_mask=source_mask
+            )
+
     def initial_cache(self, encoder_output, max_length):
         """An empty self-attention cache and the cross-attention keys/values.
 

@@ -185,8 +185,25 @@ class CausalSelfAttention(_SelfAttention):
             raise ValueError(
                 f"{self.name}: `cache_index` is required when `cache` is given"
             )
-        cache = ops.slice_update(
-            cache, (0, cache_index, 0, 0, 0), ops.cast(new_key_value, cache.dtype)
+        # A scatter at (row, position) pairs rather than `ops.slice_update`:
+        # in the TF backend that lowers to XlaDynamicUpdateSlice, an XLA op
+        # stock TF Serving cannot run (tensorflow/serving#2217, KNOWN_TRAPS 8);
+        # TensorScatterUpdate is core TensorFlow and XLA compiles it too.
+        batch_size = ops.shape(cache)[0]
+        rows = ops.broadcast_to(
+            ops.arange(batch_size)[:, None], (batch_size, query_length)
+        )  # (B, T)
+        positions = ops.broadcast_to(
+            ops.cast(cache_index, "int32") + ops.arange(query_length)[None, :],
+            (batch_size, query_length),
+        )  # (B, T)
+        cache = ops.scatter_update(
+            cache,
+            ops.reshape(ops.stack([rows, positions], axis=-1), (-1, 2)),  # (B*T, 2)
+            ops.reshape(
+                ops.cast(new_key_value, cache.dtype),
+                (-1, 2, self.num_heads, self.key_dim),
+            ),  # (B*T, 2, H, K)
         )  # (B, L, 2, H, K)
         # Slots after cache_index hold zeros (or stale values); the causal
         # mask with an offset hides them, so shapes stay fixed for XLA.
@@ -260,6 +277,26 @@ class CrossAttention(_Attention):
             key_value[:, :, 1],
             masks.key_padding_mask(context_mask),
         )
+
+    def attention_weights(self, query, context, context_mask=None):
+        """The attention probabilities, for inspection and alignment plots.
+
+        Returns:
+            float (B, H, T, S): each query's distribution over source keys;
+            masked keys get exactly 0.
+        """
+        if not self.built:
+            self.build(tuple(query.shape), tuple(context.shape))
+        query = self._project("btd,dhk->bthk", query, self.query_projection)  # (B, T, H, K)
+        key = self.compute_cache(context)[:, :, 0]  # (B, S, H, K)
+        scores = ops.einsum("bthk,bshk->bhts", query, key) / ops.sqrt(
+            ops.cast(self.key_dim, query.dtype)
+        )  # (B, H, T, S)
+        mask = masks.key_padding_mask(context_mask)
+        if mask is not None:
+            scores = ops.where(mask, scores, ops.cast(-1e9, scores.dtype))
+        weights = ops.softmax(scores, axis=-1)
+        return weights if mask is None else ops.where(mask, weights, 0.0)
 
     def compute_cache(self, context):
         """Projects the encoder output to keys and values once, (B, S, 2, H, K)."""

@@ -115,6 +115,17 @@ class DecoderLayer(TransformerBlock):
         x = self.feed_forward_block(x)  # (B, T, D)
         return x if new_cache is None else (x, new_cache)
 
+    def cross_attention_weights(self, inputs, context, inputs_mask=None, context_mask=None):
+        """Cross-attention probabilities (B, H, T, S) of this layer, teacher-forced.
+
+        Runs the self-attention block as `call` does and reads the
+        cross-attention distribution for the stream that block produces.
+        """
+        x = self.self_attention_block(inputs, mask=inputs_mask)  # (B, T, D)
+        block = self.cross_attention_block
+        query = block.norm(x) if block.norm_position == "pre" else x
+        return block.sublayer.attention_weights(query, context, context_mask)
+
     def compute_cross_attention_cache(self, context):
         """Keys and values of the encoder output for this layer, (B, S, 2, H, K)."""
         return self.cross_attention_block.sublayer.compute_cache(context)

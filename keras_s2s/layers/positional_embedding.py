@@ -104,7 +104,7 @@ class PositionalEmbedding(keras.layers.Layer):
 
     def call(self, inputs, start_index=0):
         length = ops.shape(inputs)[1]
-        self._check_length(length, start_index)
+        checks = self._check_length(length, start_index)
         tokens = self.token_embedding(inputs)  # (B, L, D)
         tokens = tokens * ops.cast(self.scale, tokens.dtype)
         table = (
@@ -112,9 +112,12 @@ class PositionalEmbedding(keras.layers.Layer):
             if self.positions == "learned"
             else self.position_table
         )
-        positions = ops.slice(
-            table, (start_index, 0), (length, self.hidden_dim)
-        )  # (L, D)
+        # The slice must wait for the check, or it fails first with a message
+        # that does not name `max_length`.
+        with tf.control_dependencies(checks):
+            positions = ops.slice(
+                table, (start_index, 0), (length, self.hidden_dim)
+            )  # (L, D)
         return tokens + ops.cast(positions, tokens.dtype)[None, :, :]
 
     def _check_length(self, length, start_index):
@@ -126,14 +129,14 @@ class PositionalEmbedding(keras.layers.Layer):
         if isinstance(length, int) and isinstance(start_index, int):
             if start_index + length > self.max_length:
                 raise ValueError(f"{message} (received {start_index + length})")
-            return
+            return []
         # Dynamic length (inside tf.function): checked when the graph runs.
         # XLA compiles asserts away, but the position slice still fails there.
-        tf.debugging.assert_less_equal(
+        return [tf.debugging.assert_less_equal(
             tf.cast(start_index, "int32") + tf.cast(length, "int32"),
             self.max_length,
             message=message,
-        )
+        )]
 
     def compute_mask(self, inputs, mask=None):
         return masks.padding_mask(inputs)

@@ -127,3 +127,21 @@ def test_bad_arguments_are_named(name, value):
     args = dict(ARGS, **{name: value})
     with pytest.raises(ValueError, match=rf"`{name}` must be a positive integer; received {name}={value}"):
         GlobalSelfAttention(**args)
+
+
+def test_cross_attention_weights_are_distributions_over_real_keys(states):
+    layer = CrossAttention(**ARGS)
+    query, context = states
+    context_mask = np.array([[True, True, True, False, False], [True] * S])
+    weights = np.asarray(layer.attention_weights(query, context, context_mask))
+    assert weights.shape == (B, 2, T, S)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+    assert np.all(weights[0, :, :, 3:] == 0)
+    # Consistent with the output: weights @ values, projected, is the layer output.
+    key_value = np.asarray(layer.compute_cache(context))  # (B, S, 2, H, K)
+    attended = np.einsum("bhts,bshk->bthk", weights, key_value[:, :, 1])
+    kernel, bias = (np.asarray(w) for w in layer.output_projection)
+    expected = np.einsum("bthk,hkd->btd", attended, kernel) + bias
+    np.testing.assert_allclose(
+        expected, np.asarray(layer(query, context, context_mask=context_mask)), atol=1e-5
+    )

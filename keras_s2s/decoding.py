@@ -1,0 +1,653 @@
+"""Greedy and beam search over a step function, with the model's KV cache.
+
+The searches never see the model (STYLE 8). They call
+`step_fn(ids, state) -> (logits, state)` once per generated token: `ids` are
+the tokens fed at this step (the start token first, then the previous
+step's output), `state` is a nest of tensors the step function threads
+through. `model_step_fn` builds that function for a model made by
+`build_transformer`: the source is encoded once, the cross-attention
+keys/values are projected once per sentence, and each step runs the very
+decoder code path used in training (`TransformerParts.decode` with a cache)
+on one token against a fixed-size self-attention cache.
+
+Everything inside the loops has a fixed shape (preallocated id buffers,
+fixed-size caches, masks instead of growing tensors), so both searches
+compile with `tf.function(jit_compile=True)`; and they use core TensorFlow
+ops only (no Addons `GatherTree`, no `py_function`), so a SavedModel made
+from them runs in stock TF Serving (KNOWN_TRAPS 8). Export without
+`jit_compile`: TF Serving does not JIT-compile XLA clusters on CPU by default.
+
+Returned ids follow one format everywhere: the tokens generated after the
+start token, `end_id` last where a hypothesis finished, then PAD (0). PAD
+itself is never generated, so a row's length is its count of non-PAD ids.
+
+Shape legend: B batch, K beam size, N rows fed to `step_fn` (B for greedy,
+B*K for beam search, row `b*K + k` is beam k of sentence b), S source
+length, L max length (generated tokens), C cache slots (L + 1), V target
+vocabulary, D hidden dim, H heads, Dh head dim.
+"""
+
+from __future__ import annotations
+
+import numbers
+import weakref
+
+import tensorflow as tf
+
+from keras_s2s.layers.masks import PAD_ID
+from keras_s2s.models import DecoderCache, TransformerParts
+
+_NEG_INF = float("-inf")
+
+
+# --------------------------------------------------------------------------
+# Search over a step function (knows nothing about the model).
+# --------------------------------------------------------------------------
+
+
+def gnmt_length_penalty(length, alpha):
+    """The GNMT length penalty `((5 + length) / 6) ** alpha` (Wu et al. 2016).
+
+    Args:
+        length: number of generated tokens, END included (int or tensor).
+        alpha: the exponent; 0 disables length normalisation.
+
+    Returns:
+        float32 tensor shaped like `length`.
+    """
+    length = tf.cast(length, tf.float32)
+    return tf.pow((5.0 + length) / 6.0, tf.cast(alpha, tf.float32))
+
+
+def expand_to_beams(state, beam_size):
+    """Repeats every row of a nest of tensors `beam_size` times.
+
+    Row b becomes rows `b*K .. b*K + K-1`, the layout `beam_search` expects.
+    Rank-0 tensors (shared by all rows, e.g. a step counter) are kept as is.
+
+    Args:
+        state: nest of tensors with a leading batch axis (B, ...).
+        beam_size: K.
+
+    Returns:
+        The same nest with leading axis B*K.
+    """
+    _check_positive_int("beam_size", beam_size)
+
+    def expand(tensor):
+        tensor = tf.convert_to_tensor(tensor)
+        if tensor.shape.rank == 0:
+            return tensor
+        return tf.repeat(tensor, beam_size, axis=0)  # (B*K, ...)
+
+    return tf.nest.map_structure(expand, state)
+
+
+def greedy_search(
+    step_fn,
+    initial_ids,
+    initial_state,
+    *,
+    end_id,
+    max_length,
+    max_lengths=None,
+    pad_id=PAD_ID,
+):
+    """Greedy decoding: the most likely next token at every step.
+
+    The loop stops as soon as every row has finished (emitted `end_id` or
+    reached its length limit). The result keeps the fixed width
+    `max_length` so that it compiles under XLA; `trim_ids` cuts it to the
+    longest row.
+
+    Args:
+        step_fn: `step_fn(ids, state) -> (logits, state)`, ids (B,) int32,
+            logits (B, V). Rows that have finished keep being fed PAD;
+            their outputs are ignored.
+        initial_ids: (B,) int, the start token of each row.
+        initial_state: nest of tensors for `step_fn`.
+        end_id: the END token id.
+        max_length: L, most tokens generated per row (python int).
+        max_lengths: optional (B,) int, per-row limits; capped by
+            `max_length`, at least 1.
+        pad_id: the PAD id: never generated, written after a row finishes.
+
+    Returns:
+        int32 (B, L): generated ids, `end_id` last where a row finished,
+        PAD after it and in steps that were not run.
+    """
+    _check_positive_int("max_length", max_length)
+    initial_ids = tf.convert_to_tensor(initial_ids, tf.int32)  # (B,)
+    batch_size = tf.shape(initial_ids)[0]
+    limits = _row_limits(max_lengths, batch_size, max_length)  # (B,)
+    columns = tf.range(max_length)[None, :]  # (1, L)
+
+    def not_done(step, ids, last, finished, state):
+        return tf.logical_and(
+            step < max_length, tf.logical_not(tf.reduce_all(finished))
+        )
+
+    def body(step, ids, last, finished, state):
+        logits, state = step_fn(last, state)  # (B, V)
+        logits = _forbid_pad(tf.cast(logits, tf.float32), pad_id)
+        next_ids = tf.argmax(logits, axis=-1, output_type=tf.int32)  # (B,)
+        next_ids = tf.where(finished, tf.cast(pad_id, tf.int32), next_ids)
+        # Writing column `step` through a mask keeps the buffer's shape fixed.
+        ids = tf.where(columns == step, next_ids[:, None], ids)  # (B, L)
+        finished = finished | tf.equal(next_ids, end_id) | (step + 1 >= limits)
+        return step + 1, ids, next_ids, finished, state
+
+    loop_vars = (
+        tf.constant(0, tf.int32),
+        tf.fill([batch_size, max_length], tf.cast(pad_id, tf.int32)),  # (B, L)
+        initial_ids,
+        tf.zeros([batch_size], tf.bool),
+        initial_state,
+    )
+    _, ids, _, _, _ = tf.while_loop(
+        not_done, body, loop_vars, maximum_iterations=max_length
+    )
+    return ids
+
+
+def beam_search(
+    step_fn,
+    initial_ids,
+    initial_state,
+    *,
+    beam_size,
+    end_id,
+    max_length,
+    length_penalty=0.6,
+    max_lengths=None,
+    pad_id=PAD_ID,
+):
+    """Beam search with the GNMT length penalty and per-sentence finished lists.
+
+    Each sentence keeps K alive beams and the K best finished hypotheses.
+    At every step the 2K best extensions of the alive beams are ranked;
+    those among the top K that end with `end_id` (or reach the sentence's
+    length limit) become finished hypotheses, scored
+    `log p / ((5 + len) / 6) ** length_penalty` with `len` counting END, and
+    are never extended again; the K best extensions that did not finish stay
+    alive. Only top-K extensions may finish, as in a width-K beam, so that
+    `beam_size=1, length_penalty=0` is exactly greedy search.
+
+    A sentence stops (its alive beams are dropped) once no alive beam can
+    beat its best finished hypothesis: log-probabilities only fall as a
+    hypothesis grows, so an alive beam's best reachable score is its
+    log-probability under the largest penalty of the lengths it can still
+    reach. The loop ends when every sentence has stopped or after
+    `max_length` steps. When beams are re-ranked, every tensor of rank >= 1
+    in `state` is reordered along its leading (B*K) axis with `tf.gather`.
+
+    Args:
+        step_fn: `step_fn(ids, state) -> (logits, state)`, ids (B*K,) int32,
+            logits (B*K, V), raw: they are normalised with log-softmax here.
+        initial_ids: (B,) int, the start token of each sentence.
+        initial_state: nest of tensors for B*K rows (see `expand_to_beams`);
+            rank-0 tensors are shared by all rows and never reordered.
+        beam_size: K.
+        end_id: the END token id.
+        max_length: L, most tokens generated per hypothesis (python int).
+        length_penalty: alpha of the GNMT penalty; 0 ranks by log-probability.
+        max_lengths: optional (B,) int, per-sentence limits; capped by
+            `max_length`, at least 1. A hypothesis reaching its limit without
+            END is finished as it is.
+        pad_id: the PAD id: never generated, written after END.
+
+    Returns:
+        `(ids, scores)`: int32 (B, K, L) finished hypotheses, best first,
+        PAD after END; float32 (B, K) their length-penalised
+        log-probabilities, -inf (and PAD ids) in slots left empty.
+    """
+    _check_positive_int("beam_size", beam_size)
+    _check_positive_int("max_length", max_length)
+    _check_real("length_penalty", length_penalty)
+    beams = beam_size
+    initial_ids = tf.convert_to_tensor(initial_ids, tf.int32)  # (B,)
+    batch_size = tf.shape(initial_ids)[0]
+    limits = _row_limits(max_lengths, batch_size, max_length)  # (B,)
+    columns = tf.range(max_length)[None, None, :]  # (1, 1, L)
+    # Rank of each of the 2K candidates: only the top K may finish.
+    in_beam = tf.range(2 * beams)[None, :] < beams  # (1, 2K)
+    # Row offsets turn a beam index within a sentence into a B*K row index.
+    row_offsets = tf.range(batch_size)[:, None] * beams  # (B, 1)
+    pad = tf.cast(pad_id, tf.int32)
+
+    def penalised(logprob, length):
+        return logprob / gnmt_length_penalty(length, length_penalty)
+
+    def not_done(step, last, alive_ids, alive_logprob, finished_ids, finished_scores, state):
+        # Dropped sentences have only -inf alive beams.
+        any_alive = tf.reduce_any(alive_logprob > _NEG_INF)
+        return tf.logical_and(step < max_length, any_alive)
+
+    def body(step, last, alive_ids, alive_logprob, finished_ids, finished_scores, state):
+        logits, state = step_fn(last, state)  # (B*K, V)
+        # Normalise over the whole vocabulary, PAD included, so scores are
+        # the model's log-probabilities; then forbid PAD.
+        logprobs = _forbid_pad(tf.nn.log_softmax(tf.cast(logits, tf.float32)), pad_id)
+        vocabulary = tf.shape(logprobs)[-1]
+        logprobs = tf.reshape(logprobs, [batch_size, beams, vocabulary])  # (B, K, V)
+        candidates = alive_logprob[:, :, None] + logprobs  # (B, K, V)
+        top_logprob, top_index = tf.math.top_k(
+            tf.reshape(candidates, [batch_size, beams * vocabulary]),  # (B, K*V)
+            k=2 * beams,
+        )  # (B, 2K)
+        top_beam = top_index // vocabulary  # (B, 2K)
+        top_token = top_index % vocabulary  # (B, 2K)
+        top_ids = tf.gather(alive_ids, top_beam, batch_dims=1)  # (B, 2K, L)
+        top_ids = tf.where(columns == step, top_token[:, :, None], top_ids)  # (B, 2K, L)
+
+        length = step + 1
+        at_limit = (length >= limits)[:, None]  # (B, 1)
+        is_end = tf.equal(top_token, end_id)  # (B, 2K)
+
+        # Alive: the K best extensions that neither ended nor hit the limit
+        # (there are always K among 2K, since at most K of them end).
+        continuing = tf.logical_not(is_end | at_limit)
+        alive_logprob, pick = tf.math.top_k(
+            tf.where(continuing, top_logprob, _NEG_INF), k=beams
+        )  # (B, K)
+        alive_ids = tf.gather(top_ids, pick, batch_dims=1)  # (B, K, L)
+        last = tf.reshape(tf.gather(top_token, pick, batch_dims=1), [-1])  # (B*K,)
+        rows = tf.reshape(
+            tf.gather(top_beam, pick, batch_dims=1) + row_offsets, [-1]
+        )  # (B*K,)
+        state = tf.nest.map_structure(
+            lambda t: t if t.shape.rank == 0 else tf.gather(t, rows), state
+        )
+
+        # Finished: merge the new ones into the K best so far. Existing
+        # entries come first, so on equal scores the older one is kept.
+        finishing = in_beam & (is_end | at_limit)  # (B, 2K)
+        new_scores = tf.where(finishing, penalised(top_logprob, length), _NEG_INF)
+        finished_scores, pick = tf.math.top_k(
+            tf.concat([finished_scores, new_scores], axis=1), k=beams  # (B, 3K)
+        )  # (B, K)
+        finished_ids = tf.gather(
+            tf.concat([finished_ids, top_ids], axis=1), pick, batch_dims=1  # (B, 3K, L)
+        )  # (B, K, L)
+
+        # Early stop per sentence: drop its alive beams once none can beat
+        # its best finished hypothesis. The penalty is monotone in the
+        # length, so its largest reachable value is at one end of the range.
+        largest_penalty = tf.maximum(
+            gnmt_length_penalty(length + 1, length_penalty),
+            gnmt_length_penalty(limits, length_penalty),
+        )  # (B,)
+        best_reachable = alive_logprob[:, 0] / largest_penalty  # (B,)
+        stopped = finished_scores[:, 0] >= best_reachable  # (B,)
+        alive_logprob = tf.where(stopped[:, None], _NEG_INF, alive_logprob)
+        return step + 1, last, alive_ids, alive_logprob, finished_ids, finished_scores, state
+
+    # One live beam per sentence at first: the K copies of the start state
+    # are identical, and -inf keeps K-1 of them from being ranked.
+    first_alive = tf.concat(
+        [tf.zeros([1], tf.float32), tf.fill([beams - 1], _NEG_INF)], axis=0
+    )  # (K,)
+    empty_ids = tf.fill([batch_size, beams, max_length], pad)  # (B, K, L)
+    loop_vars = (
+        tf.constant(0, tf.int32),
+        tf.repeat(initial_ids, beams),  # (B*K,)
+        empty_ids,
+        tf.tile(first_alive[None, :], [batch_size, 1]),  # (B, K)
+        empty_ids,
+        tf.fill([batch_size, beams], _NEG_INF),  # (B, K)
+        initial_state,
+    )
+    outputs = tf.while_loop(not_done, body, loop_vars, maximum_iterations=max_length)
+    finished_ids, finished_scores = outputs[4], outputs[5]
+    # Empty slots may hold the ids of -inf candidates; make them PAD.
+    finished_ids = tf.where(
+        (finished_scores > _NEG_INF)[:, :, None], finished_ids, pad
+    )  # (B, K, L)
+    return finished_ids, finished_scores
+
+
+def trim_ids(ids, pad_id=PAD_ID):
+    """Cuts (B, L) ids to the longest row, (B, L') with L' <= L.
+
+    Not for use under XLA: the result's width depends on the values.
+    """
+    ids = tf.convert_to_tensor(ids)
+    lengths = tf.reduce_sum(tf.cast(tf.not_equal(ids, pad_id), tf.int32), axis=1)  # (B,)
+    return ids[:, : tf.maximum(tf.reduce_max(lengths), 0)]
+
+
+def _forbid_pad(scores, pad_id):
+    """Sets the PAD column of (..., V) scores to -inf."""
+    if pad_id is None:
+        return scores
+    vocabulary = tf.shape(scores)[-1]
+    return tf.where(tf.range(vocabulary) == pad_id, _NEG_INF, scores)
+
+
+def _row_limits(max_lengths, batch_size, max_length):
+    """Per-row limits (B,) int32 in [1, max_length]."""
+    if max_lengths is None:
+        return tf.fill([batch_size], tf.constant(max_length, tf.int32))
+    return tf.clip_by_value(tf.cast(max_lengths, tf.int32), 1, max_length)
+
+
+# --------------------------------------------------------------------------
+# The model's step function, and the public decoding entry points.
+# --------------------------------------------------------------------------
+
+
+def model_step_fn(model, encoder_tokens, *, max_length, beam_size=1):
+    """Encodes the source once and returns the model's `(step_fn, initial_state)`.
+
+    Step i feeds the token at position i (the start token at position 0)
+    and returns the logits of position i + 1. The self-attention cache has
+    `max_length + 1` slots, so the target positional embedding of the
+    model must hold `max_length + 1` positions.
+
+    The encoder output, source mask and cross-attention keys/values do not
+    change during the search, so `step_fn` closes over them instead of
+    carrying them in `state`: beam search then reorders only the
+    self-attention caches. Build both inside the `tf.function` that runs
+    the search.
+
+    Args:
+        model: a model from `build_transformer` (or reloaded from `.keras`),
+            or its `TransformerParts`.
+        encoder_tokens: int (B, S) source ids, PAD = 0.
+        max_length: L, most tokens the search will generate.
+        beam_size: K; the state has B*K rows (1 for greedy search).
+
+    Returns:
+        `(step_fn, initial_state)`. `state` is
+        `{"index": int32 scalar position of the next fed token,
+        "self_attention": tuple, per decoder layer, of (N, C, 2, H, Dh)}`.
+    """
+    parts = model if isinstance(model, TransformerParts) else TransformerParts.from_model(model)
+    _check_positive_int("beam_size", beam_size)
+    _check_max_length(parts, max_length)
+    encoder_tokens = tf.convert_to_tensor(encoder_tokens, tf.int32)
+    encoder_output, source_mask = parts.encode(encoder_tokens)  # (B, S, D), (B, S)
+    cache = parts.initial_cache(encoder_output, max_length + 1)
+    if beam_size > 1:
+        # Projected once per sentence, then shared by its K beams.
+        encoder_output, source_mask, cache = expand_to_beams(
+            (encoder_output, source_mask, (cache.self_attention, cache.cross_attention)),
+            beam_size,
+        )
+        cache = DecoderCache(*cache)
+    cross_attention = tuple(cache.cross_attention)  # per layer (N, S, 2, H, Dh)
+
+    def step_fn(ids, state):
+        logits, new_cache = parts.decode(
+            ids[:, None],  # (N, 1)
+            encoder_output,
+            source_mask,
+            caches=DecoderCache(tuple(state["self_attention"]), cross_attention),
+            cache_index=state["index"],
+        )  # (N, 1, V)
+        new_state = {
+            "index": state["index"] + 1,
+            "self_attention": tuple(new_cache.self_attention),
+        }
+        return logits[:, 0], new_state  # (N, V)
+
+    initial_state = {
+        "index": tf.constant(0, tf.int32),
+        "self_attention": tuple(cache.self_attention),
+    }
+    return step_fn, initial_state
+
+
+def greedy_decode(
+    model,
+    encoder_tokens,
+    *,
+    start_id,
+    end_id,
+    max_length,
+    max_length_ratio=None,
+    max_length_offset=0,
+    jit_compile=True,
+):
+    """Greedy decoding of a batch with the model's KV cache.
+
+    Args:
+        model: a model from `build_transformer` (or reloaded from `.keras`).
+        encoder_tokens: int (B, S) source ids, PAD = 0.
+        start_id: the start token fed first.
+        end_id: the END token; a row stops after emitting it.
+        max_length: most tokens generated per row; the model must hold
+            `max_length + 1` target positions.
+        max_length_ratio, max_length_offset: optional per-row limits
+            `floor(ratio * source_length + offset)`, capped by `max_length`,
+            at least 1; `None` ratio means no per-row limit.
+        jit_compile: compile the whole search with XLA (faster on CPU; XLA
+            compiles once per (B, S) shape, and S is padded to a multiple
+            of 8 to bound that, KNOWN_TRAPS 9).
+
+    Returns:
+        int32 (B, L), L <= max_length: the generated ids after the start
+        token, `end_id` last where a row finished, PAD (0) after it.
+    """
+    search = _compiled_search(
+        model,
+        "greedy",
+        dict(
+            start_id=start_id,
+            end_id=end_id,
+            max_length=max_length,
+            max_length_ratio=max_length_ratio,
+            max_length_offset=max_length_offset,
+        ),
+        jit_compile,
+    )
+    return trim_ids(search(_source_batch(model, encoder_tokens, jit_compile)))
+
+
+def beam_decode(
+    model,
+    encoder_tokens,
+    *,
+    start_id,
+    end_id,
+    max_length,
+    beam_size=4,
+    length_penalty=0.6,
+    max_length_ratio=None,
+    max_length_offset=0,
+    jit_compile=True,
+):
+    """Beam search decoding of a batch with the model's KV cache.
+
+    Args:
+        model: a model from `build_transformer` (or reloaded from `.keras`).
+        encoder_tokens: int (B, S) source ids, PAD = 0.
+        start_id: the start token fed first.
+        end_id: the END token; a hypothesis is finished once it emits it.
+        max_length: most tokens generated per hypothesis; the model must
+            hold `max_length + 1` target positions.
+        beam_size: K.
+        length_penalty: alpha of the GNMT penalty `((5 + len) / 6) ** alpha`.
+        max_length_ratio, max_length_offset: optional per-row limits
+            `floor(ratio * source_length + offset)`, capped by `max_length`,
+            at least 1; `None` ratio means no per-row limit.
+        jit_compile: compile the whole search with XLA (see `greedy_decode`).
+
+    Returns:
+        `(ids, scores)`: int32 (B, L), L <= max_length, the best hypothesis
+        of each row in the format of `greedy_decode`; float32 (B,) its
+        length-penalised log-probability.
+    """
+    search = _compiled_search(
+        model,
+        "beam",
+        dict(
+            start_id=start_id,
+            end_id=end_id,
+            max_length=max_length,
+            max_length_ratio=max_length_ratio,
+            max_length_offset=max_length_offset,
+            beam_size=beam_size,
+            length_penalty=length_penalty,
+        ),
+        jit_compile,
+    )
+    ids, scores = search(_source_batch(model, encoder_tokens, jit_compile))
+    return trim_ids(ids), scores
+
+
+# Traced searches per model, keyed by (kind, options, jit_compile). Weak keys
+# and a weak reference inside the traced function, so a model that is no
+# longer used is freed together with its compiled searches.
+_SEARCHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _compiled_search(model, kind, options, jit_compile):
+    """The one `tf.function` (B, S) ids -> search result, cached per model and options."""
+    _check_decode_options(model, options)
+    if not isinstance(jit_compile, bool):
+        raise ValueError(
+            f"`jit_compile` must be True or False; received jit_compile={jit_compile!r}"
+        )
+    key = (kind, tuple(sorted(options.items())), jit_compile)
+    searches = _SEARCHES.setdefault(model, {})
+    if key not in searches:
+        searches[key] = _trace_search(weakref.ref(model), kind, options, jit_compile)
+    return searches[key]
+
+
+def _trace_search(model_ref, kind, options, jit_compile):
+    max_length = options["max_length"]
+
+    def search(encoder_tokens):
+        model = model_ref()
+        batch_size = tf.shape(encoder_tokens)[0]
+        start_ids = tf.fill([batch_size], tf.constant(options["start_id"], tf.int32))
+        max_lengths = None
+        if options["max_length_ratio"] is not None:
+            source_lengths = tf.reduce_sum(
+                tf.cast(tf.not_equal(encoder_tokens, PAD_ID), tf.float32), axis=1
+            )  # (B,)
+            max_lengths = tf.cast(
+                tf.floor(
+                    options["max_length_ratio"] * source_lengths
+                    + options["max_length_offset"]
+                ),
+                tf.int32,
+            )
+        if kind == "greedy":
+            step_fn, state = model_step_fn(model, encoder_tokens, max_length=max_length)
+            return greedy_search(
+                step_fn,
+                start_ids,
+                state,
+                end_id=options["end_id"],
+                max_length=max_length,
+                max_lengths=max_lengths,
+            )
+        beam_size = options["beam_size"]
+        step_fn, state = model_step_fn(
+            model, encoder_tokens, max_length=max_length, beam_size=beam_size
+        )
+        ids, scores = beam_search(
+            step_fn,
+            start_ids,
+            state,
+            beam_size=beam_size,
+            end_id=options["end_id"],
+            max_length=max_length,
+            length_penalty=options["length_penalty"],
+            max_lengths=max_lengths,
+        )
+        return ids[:, 0], scores[:, 0]  # (B, L), (B,)
+
+    # Unknown batch and source sizes: traced once; XLA still compiles per
+    # concrete shape, which `_source_batch` keeps to few.
+    return tf.function(
+        search,
+        input_signature=[tf.TensorSpec([None, None], tf.int32, name="encoder_tokens")],
+        jit_compile=jit_compile,
+    )
+
+
+_SOURCE_BUCKET = 8
+
+
+def _source_batch(model, encoder_tokens, jit_compile):
+    """(B, S) int32 source ids; under XLA, S padded up to a multiple of 8.
+
+    Extra source padding changes no logit (KNOWN_TRAPS 1, tested in
+    tests/test_models.py), and it bounds how many shapes XLA compiles for.
+    """
+    encoder_tokens = tf.convert_to_tensor(encoder_tokens)
+    if encoder_tokens.shape.rank != 2:
+        raise ValueError(
+            "`encoder_tokens` must be a (batch, source_length) matrix of ids; "
+            f"received shape {tuple(encoder_tokens.shape)}"
+        )
+    encoder_tokens = tf.cast(encoder_tokens, tf.int32)
+    if not jit_compile:
+        return encoder_tokens
+    source_length = encoder_tokens.shape[1]
+    limit = TransformerParts.from_model(model).source_embedding.max_length
+    bucketed = min(-(-source_length // _SOURCE_BUCKET) * _SOURCE_BUCKET, limit)
+    if bucketed <= source_length:
+        return encoder_tokens
+    return tf.pad(encoder_tokens, [[0, 0], [0, bucketed - source_length]])
+
+
+# --------------------------------------------------------------------------
+# Argument checks: name the argument, echo the value, say how to fix it.
+# --------------------------------------------------------------------------
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer; received {name}={value!r}")
+
+
+def _check_real(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"`{name}` must be a real number; received {name}={value!r}")
+
+
+def _check_max_length(parts, max_length):
+    _check_positive_int("max_length", max_length)
+    positions = parts.target_embedding.max_length
+    if max_length + 1 > positions:
+        raise ValueError(
+            f"`max_length` must be at most {positions - 1} for this model: decoding "
+            f"feeds the start token and up to max_length tokens, max_length + 1 "
+            f"positions, and the model's target embedding holds max_length="
+            f"{positions}; received max_length={max_length}. Pass a smaller "
+            "`max_length` or build the model with a larger `max_length`."
+        )
+
+
+def _check_decode_options(model, options):
+    parts = TransformerParts.from_model(model)
+    _check_max_length(parts, options["max_length"])
+    vocabulary = parts.target_embedding.vocabulary_size
+    for name in ("start_id", "end_id"):
+        value = options[name]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Integral)
+            or not 0 < value < vocabulary
+        ):
+            raise ValueError(
+                f"`{name}` must be a token id in [1, {vocabulary}) (0 is PAD); "
+                f"received {name}={value!r}"
+            )
+    if "beam_size" in options:
+        _check_positive_int("beam_size", options["beam_size"])
+        _check_real("length_penalty", options["length_penalty"])
+    ratio = options["max_length_ratio"]
+    if ratio is not None:
+        _check_real("max_length_ratio", ratio)
+        if ratio < 0:
+            raise ValueError(
+                "`max_length_ratio` must be >= 0 (or None for no per-row limit); "
+                f"received max_length_ratio={ratio!r}"
+            )
+    _check_real("max_length_offset", options["max_length_offset"])

@@ -1,0 +1,245 @@
+"""SavedModel export for TensorFlow Serving: strings in, strings out, versioned and atomic.
+
+    saved_models/<name>/<version>/
+        saved_model.pb, variables/
+        assets/        source/target (or shared) .model/.vocab, config.json
+        assets.extra/  tf_serving_warmup_requests (PredictionLog records)
+
+Signatures:
+    serving_default   inputs: string (N,) -> outputs: string (N,), scores: float32 (N,)
+    translate_ids     encoder_tokens: int32 (N, S) -> ids: int32 (N, L), scores: float32 (N,)
+
+Everything runs in the graph: tensorflow-text SentencePiece tokenization,
+the encoder, beam search (greedy when beam_size is 1) with the KV cache in
+core TensorFlow ops, and detokenization. No TensorFlow Addons op, no
+py_function and no XLA-only op: stock TF Serving, which links core
+TensorFlow and tensorflow-text, runs it (KNOWN_TRAPS 7, 8).
+
+Input handling at serving time (documented in the README):
+    * invalid UTF-8 bytes are replaced by U+FFFD before tokenization;
+    * an empty or whitespace-only sentence gives "" with score 0.0;
+    * a sentence longer than the model's `max_length` pieces is truncated
+      to its first `max_length` pieces;
+    * every input gets exactly one output, in order, for any batch size.
+
+Shape legend: N batch, S source length, L generated length, K beam size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from keras_s2s import decoding
+from keras_s2s.config import ModelConfig
+from keras_s2s.data.tokenizers import END_ID, START_ID, load_tokenizers
+from keras_s2s.models import TransformerParts
+from keras_s2s.training.trainer import TOKENIZER_FILES
+from keras_s2s.translator import prepare_sources
+
+WARMUP_FILE = "tf_serving_warmup_requests"
+WARMUP_SENTENCES = ("Hello.", "", "A longer sentence, to warm up a second shape of the graph.")
+
+
+class TranslationModule(tf.Module):
+    """The exported object: model, tokenizers and the two serving functions.
+
+    Args:
+        model: a model from `build_transformer`.
+        source_tokenizer, target_tokenizer: `keras_s2s.data.Tokenizer`s
+            (tf.Modules: attaching them here makes the SavedModel track
+            their resources).
+        beam_size: K; 1 is greedy search.
+        length_penalty: GNMT alpha.
+        max_length: most generated tokens (default: model max_length - 1).
+        asset_paths: files copied into the SavedModel's assets/.
+    """
+
+    def __init__(
+        self,
+        model,
+        source_tokenizer,
+        target_tokenizer,
+        *,
+        beam_size=4,
+        length_penalty=0.6,
+        max_length=None,
+        asset_paths=(),
+    ):
+        super().__init__(name="keras_s2s_translation")
+        self.model = model
+        self.source_tokenizer = source_tokenizer
+        self.target_tokenizer = target_tokenizer
+        self.parts = TransformerParts.from_model(model)
+        self.beam_size = beam_size
+        self.length_penalty = float(length_penalty)
+        self.source_max_length = self.parts.source_embedding.max_length
+        self.max_length = max_length or self.parts.target_embedding.max_length - 1
+        self.assets = [tf.saved_model.Asset(path) for path in asset_paths]
+
+    def _search(self, encoder_tokens):
+        """(N, S) ids -> ids (N, L), scores (N,)."""
+        step_fn, state = decoding.model_step_fn(
+            self.parts, encoder_tokens, max_length=self.max_length, beam_size=self.beam_size
+        )
+        batch_size = tf.shape(encoder_tokens)[0]
+        ids, scores = decoding.beam_search(
+            step_fn,
+            tf.fill([batch_size * self.beam_size], tf.constant(START_ID, tf.int32)),
+            state,
+            beam_size=self.beam_size,
+            end_id=END_ID,
+            max_length=self.max_length,
+            length_penalty=self.length_penalty,
+        )  # (N, K, L), (N, K)
+        return ids[:, 0], scores[:, 0]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="encoder_tokens")])
+    def translate_ids(self, encoder_tokens):
+        ids, scores = self._search(encoder_tokens)
+        return {"ids": ids, "scores": scores}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def serve(self, inputs):
+        encoder_tokens, empty = prepare_sources(
+            self.source_tokenizer, inputs, self.source_max_length
+        )  # (N, S), (N,)
+        ids, scores = self._search(encoder_tokens)
+        outputs = self.target_tokenizer.detokenize(ids)  # (N,)
+        return {
+            "outputs": tf.where(empty, tf.constant(""), outputs),
+            "scores": tf.where(empty, tf.zeros_like(scores), scores),
+        }
+
+
+def next_version(base_dir: str) -> int:
+    """1 + the highest integer version folder in `base_dir` (1 when none)."""
+    if not os.path.isdir(base_dir):
+        return 1
+    versions = [int(name) for name in os.listdir(base_dir) if re.fullmatch(r"\d+", name)]
+    return max(versions, default=0) + 1
+
+
+def write_warmup_requests(path: str, model_name: str, sentences=WARMUP_SENTENCES) -> None:
+    """TF Serving warm-up: PredictionLog records replayed before serving traffic."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    request = predict_pb2.PredictRequest(
+        model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
+    )
+    request.inputs["inputs"].CopyFrom(
+        tf.make_tensor_proto([s.encode("utf-8") for s in sentences], dtype=tf.string)
+    )
+    log = prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request)
+    )
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(log.SerializeToString())
+
+
+def export_run(
+    run_dir: str,
+    name: str,
+    *,
+    base_dir: str = "saved_models",
+    version: int | None = None,
+    beam_size: int | None = None,
+    length_penalty: float | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Exports a trained run to `base_dir/name/version/` atomically.
+
+    The SavedModel is written to a temporary folder beside the target (same
+    file system; TF Serving ignores folders whose names are not integers)
+    and renamed into place, so a server watching `base_dir/name` never sees
+    half a model. A failed export leaves no version folder behind.
+
+    Args:
+        run_dir: a trained run directory.
+        name: the model name (the folder under `base_dir`).
+        base_dir: where models live.
+        version: the version number (default: the next free one).
+        beam_size: beam size in the graph (default: the run's; 1 = greedy).
+        length_penalty: GNMT alpha (default: the run's).
+        overwrite: replace an existing version instead of failing.
+
+    Returns:
+        The path of the written version folder.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(
+            f"`name` must be letters, digits, '_', '.', '-'; received name={name!r}"
+        )
+    train_settings = _read_json(os.path.join(run_dir, "train_config.json"))
+    beam_size = beam_size or train_settings.get("beam_size", 4)
+    length_penalty = (
+        train_settings.get("length_penalty", 0.6) if length_penalty is None else length_penalty
+    )
+    model_dir = os.path.join(base_dir, name)
+    version = next_version(model_dir) if version is None else version
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"`version` must be a positive integer; received version={version!r}")
+    target = os.path.join(model_dir, str(version))
+    if os.path.exists(target) and not overwrite:
+        raise ValueError(
+            f"{target} exists; pass overwrite=True (--overwrite) to replace version {version}"
+        )
+
+    model_path = os.path.join(run_dir, "model.keras")
+    if not os.path.exists(model_path):
+        raise ValueError(f"`run_dir` {run_dir!r} has no model.keras: train it first")
+    model = keras.saving.load_model(model_path, compile=False)
+    ModelConfig.load(os.path.join(run_dir, "config.json"))  # validates it
+    source_tokenizer, target_tokenizer = load_tokenizers(run_dir)
+    assets = [
+        os.path.join(run_dir, file)
+        for file in (*TOKENIZER_FILES, "config.json")
+        if os.path.exists(os.path.join(run_dir, file))
+    ]
+    module = TranslationModule(
+        model,
+        source_tokenizer,
+        target_tokenizer,
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+        asset_paths=assets,
+    )
+
+    os.makedirs(model_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
+    try:
+        tf.saved_model.save(
+            module,
+            staging,
+            signatures={
+                "serving_default": module.serve.get_concrete_function(),
+                "translate_ids": module.translate_ids.get_concrete_function(),
+            },
+        )
+        extra = os.path.join(staging, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        write_warmup_requests(os.path.join(extra, WARMUP_FILE), name)
+        if os.path.exists(target):  # overwrite: move the old one aside first
+            retired = tempfile.mkdtemp(prefix=f".old-{version}-", dir=model_dir)
+            os.rename(target, os.path.join(retired, "old"))
+            os.rename(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _read_json(path):
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

@@ -1,0 +1,325 @@
+"""`train(...)`: parallel text to a trained run directory with `model.fit`.
+
+A run directory holds everything needed to resume, evaluate, fine-tune and
+export:
+
+    RUN_DIR/
+      config.json           ModelConfig (the architecture; the only source of it)
+      train_config.json     the resolved TrainConfig
+      source.model/.vocab   SentencePiece tokenizers (target.* beside them)
+      data/                 the generated built-in corpus, when used
+      backup/               BackupAndRestore state (deleted when training ends)
+      checkpoints/          epoch-NNN.weights.h5 after every epoch
+      logs/                 TensorBoard
+      model.keras           the final model
+      metrics.json          history, timing and corpus statistics
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+
+import keras
+import tensorflow as tf
+
+from keras_s2s import data
+from keras_s2s.config import ModelConfig, TrainConfig
+from keras_s2s.models import TransformerParts, build_transformer
+from keras_s2s.training.losses import MaskedCrossEntropy, masked_accuracy
+from keras_s2s.training.schedules import WarmupCosine, WarmupInverseSqrt
+from keras_s2s.training.strategy import make_strategy, set_precision
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+TRAIN_CONFIG_FILE = "train_config.json"
+MODEL_FILE = "model.keras"
+METRICS_FILE = "metrics.json"
+
+
+def resolve_corpus(spec: str, split: str, run_dir: str, train_config: TrainConfig):
+    """A corpus setting as `read_corpus` takes it.
+
+    "builtin" is the generated `split` file in RUN_DIR/data (written once),
+    "a.en,a.de" two line-aligned files, anything else a TSV file.
+    """
+    if spec == "builtin":
+        directory = os.path.join(run_dir, "data")
+        path = os.path.join(directory, f"{split}.tsv")
+        if not os.path.exists(path):
+            data.write_builtin_corpus(
+                directory, seed=train_config.builtin_seed, train=train_config.builtin_train_size
+            )
+        return path
+    if "," in spec:
+        source, target = spec.split(",", 1)
+        return (source, target)
+    return spec
+
+
+TOKENIZER_FILES = ("shared.model", "shared.vocab", "source.model", "source.vocab",
+                   "target.model", "target.vocab")
+
+
+def copy_tokenizers(from_dir: str, to_dir: str) -> None:
+    for name in TOKENIZER_FILES:
+        path = os.path.join(from_dir, name)
+        if os.path.exists(path):
+            shutil.copyfile(path, os.path.join(to_dir, name))
+
+
+def has_tokenizers(directory: str) -> bool:
+    return any(
+        os.path.exists(os.path.join(directory, name)) for name in ("shared.model", "source.model")
+    )
+
+
+def make_optimizer(train_config: TrainConfig, steps_per_epoch: int | None):
+    if train_config.schedule == "cosine":
+        total = train_config.total_steps or train_config.epochs * (steps_per_epoch or 0)
+        if not total:
+            raise ValueError(
+                "The cosine schedule needs a horizon: set `total_steps` or "
+                "`steps_per_epoch`; received total_steps=0, steps_per_epoch=0"
+            )
+        schedule = WarmupCosine(train_config.learning_rate, train_config.warmup_steps, total)
+    else:
+        schedule = WarmupInverseSqrt(train_config.learning_rate, train_config.warmup_steps)
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=schedule,
+        weight_decay=train_config.weight_decay,
+        beta_1=0.9,
+        beta_2=0.98,
+        epsilon=1e-9,
+        global_clipnorm=train_config.clip_norm or None,
+    )
+    # Decay the matrices only: biases, norm scales and offsets are left alone.
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
+def compile_model(model, train_config: TrainConfig, steps_per_epoch=None, jit_compile=None):
+    model.compile(
+        optimizer=make_optimizer(train_config, steps_per_epoch),
+        loss=MaskedCrossEntropy(label_smoothing=train_config.label_smoothing),
+        metrics=[masked_accuracy()],
+        jit_compile=train_config.jit_compile if jit_compile is None else jit_compile,
+    )
+    return model
+
+
+def freeze(model, *, embeddings=False, encoder=False):
+    """Fine-tuning: make the embeddings and/or the encoder non-trainable."""
+    parts = TransformerParts.from_model(model)
+    frozen = []
+    if embeddings:
+        frozen += [parts.source_embedding, parts.target_embedding]
+    if encoder:
+        frozen += [parts.source_embedding, *parts.encoder_layers]
+        frozen += [parts.encoder_norm] if parts.encoder_norm is not None else []
+    for layer in frozen:
+        layer.trainable = False
+    return [layer.name for layer in frozen]
+
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+    )
+
+
+def _worker_dir(run_dir: str, strategy) -> str:
+    """Where this process writes checkpoints: non-chief workers get a scratch folder."""
+    if _is_chief(strategy):
+        return run_dir
+    resolver = strategy.cluster_resolver
+    return os.path.join(run_dir, f"worker-{resolver.task_type}-{resolver.task_id}")
+
+
+def _write_json(path: str, values) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(values, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def prepare_tokenizers(run_dir: str, train_path: str, train_config: TrainConfig, init_from=None):
+    """Loads the run's tokenizers, copies them from `init_from`, or trains new ones."""
+    if init_from:
+        copy_tokenizers(init_from, run_dir)
+    if has_tokenizers(run_dir):
+        return data.load_tokenizers(run_dir)
+    log.info("training tokenizers on %s", train_path)
+    return data.train_tokenizers(
+        data.read_corpus(train_path, max_words=train_config.max_source_words),
+        run_dir,
+        vocabulary_size=train_config.vocabulary_size,
+        shared=train_config.shared_vocabulary,
+        model_type=train_config.tokenizer_type,
+    )
+
+
+def load_init_model(init_from: str, model_config: ModelConfig):
+    """The trained model of `init_from`, checked against its config."""
+    path = os.path.join(init_from, MODEL_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"--init-from {init_from!r}: no {MODEL_FILE} in that run directory")
+    return keras.saving.load_model(path, compile=False)
+
+
+def train(
+    run_dir: str,
+    train_config: TrainConfig,
+    model_settings: dict | None = None,
+    init_from: str | None = None,
+    strategy=None,
+):
+    """Trains a model into `run_dir` and returns `(model, history_dict)`.
+
+    Restarting the same call after an interruption resumes from the last
+    backup in `run_dir` (weights, optimizer state and epoch).
+
+    Args:
+        run_dir: the run directory (created if missing).
+        train_config: data, optimisation and execution settings.
+        model_settings: ModelConfig fields other than the vocabulary sizes.
+            Must be empty with `init_from`: the architecture then comes from
+            that run's config.json.
+        init_from: a trained run directory to fine-tune from.
+        strategy: a tf.distribute strategy; by default made from
+            `train_config.strategy` (create it first in multi-worker jobs).
+    """
+    model_settings = dict(model_settings or {})
+    if init_from and model_settings:
+        raise ValueError(
+            f"--init-from {init_from!r} takes the architecture from that run's "
+            f"{CONFIG_FILE}; remove the architecture flags {sorted(model_settings)}"
+        )
+    strategy = strategy or make_strategy(train_config.strategy, train_config.tpu)
+    policy = set_precision(train_config.precision, strategy)
+    keras.utils.set_random_seed(train_config.seed)
+    os.makedirs(run_dir, exist_ok=True)
+    out_dir = _worker_dir(run_dir, strategy)
+    os.makedirs(out_dir, exist_ok=True)
+
+    train_path = resolve_corpus(train_config.train, "train", run_dir, train_config)
+    valid_path = (
+        resolve_corpus(train_config.valid, "valid", run_dir, train_config)
+        if train_config.valid
+        else None
+    )
+    source_tokenizer, target_tokenizer = prepare_tokenizers(
+        run_dir, train_path, train_config, init_from
+    )
+    vocabulary_sizes = (source_tokenizer.vocabulary_size, target_tokenizer.vocabulary_size)
+
+    config_path = os.path.join(run_dir, CONFIG_FILE)
+    if init_from:
+        model_config = ModelConfig.load(os.path.join(init_from, CONFIG_FILE))
+    elif os.path.exists(config_path):
+        model_config = ModelConfig.load(config_path)  # a resumed run keeps its architecture
+    else:
+        model_config = ModelConfig(
+            source_vocabulary_size=vocabulary_sizes[0],
+            target_vocabulary_size=vocabulary_sizes[1],
+            **model_settings,
+        )
+    if vocabulary_sizes != (
+        model_config.source_vocabulary_size,
+        model_config.target_vocabulary_size,
+    ):
+        raise ValueError(
+            "Vocabulary mismatch: the tokenizers have (source, target) sizes "
+            f"{vocabulary_sizes} but {config_path if not init_from else init_from} "
+            "describes a model with "
+            f"({model_config.source_vocabulary_size}, {model_config.target_vocabulary_size}); "
+            "fine-tuning must keep the run's own tokenizers"
+        )
+    if _is_chief(strategy):
+        model_config.save(config_path)
+        _write_json(os.path.join(run_dir, TRAIN_CONFIG_FILE), train_config.to_dict())
+    log.info("model: %s", model_config.to_json())
+
+    def dataset(path, training):
+        return data.make_dataset(
+            data.pairs_dataset(path, max_words=train_config.max_source_words),
+            source_tokenizer,
+            target_tokenizer,
+            max_length=model_config.max_length,
+            batch_tokens=train_config.batch_tokens,
+            shuffle=training,
+            shuffle_buffer=train_config.shuffle_buffer,
+            seed=train_config.seed,
+            repeat=training and bool(train_config.steps_per_epoch),
+        )
+
+    train_dataset = dataset(train_path, training=True)
+    valid_dataset = dataset(valid_path, training=False) if valid_path else None
+    steps_per_epoch = train_config.steps_per_epoch or None
+
+    with strategy.scope():
+        model = build_transformer(model_config)
+        if init_from:
+            model.set_weights(load_init_model(init_from, model_config).get_weights())
+            frozen = freeze(
+                model,
+                embeddings=train_config.freeze_embeddings,
+                encoder=train_config.freeze_encoder,
+            )
+            log.info("fine-tuning from %s; frozen: %s", init_from, frozen or "nothing")
+        # XLA inside a multi-replica step on CPU/GPU would have to compile the
+        # cross-replica all-reduce; keep XLA to single-replica and TPU runs.
+        jit = train_config.jit_compile and (
+            strategy.num_replicas_in_sync == 1
+            or isinstance(strategy, tf.distribute.TPUStrategy)
+        )
+        compile_model(model, train_config, steps_per_epoch, jit_compile=jit)
+
+    callbacks = [
+        keras.callbacks.BackupAndRestore(
+            os.path.join(out_dir, "backup"), save_freq=train_config.backup_every_steps
+        ),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(out_dir, "checkpoints", "epoch-{epoch:03d}.weights.h5"),
+            save_weights_only=True,
+        ),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if _is_chief(strategy):
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")))
+    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
+
+    started = time.perf_counter()
+    history = model.fit(
+        train_dataset,
+        epochs=train_config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=valid_dataset,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself, within length buckets
+        verbose=train_config.verbose,
+    )
+    seconds = time.perf_counter() - started
+    history_values = {k: [float(v) for v in values] for k, values in history.history.items()}
+    if _is_chief(strategy):
+        model.save(os.path.join(run_dir, MODEL_FILE))
+        _write_json(
+            os.path.join(run_dir, METRICS_FILE),
+            {
+                "history": history_values,
+                "train_seconds": seconds,
+                "strategy": type(strategy).__name__,
+                "replicas": strategy.num_replicas_in_sync,
+                "precision": policy,
+                "parameters": model.count_params(),
+            },
+        )
+    return model, history_values

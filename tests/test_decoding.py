@@ -1,0 +1,557 @@
+"""KV-cached greedy and beam search.
+
+Against the full model (naive argmax loop, teacher-forced scores), on
+scripted step functions (a fake second-order Markov "model" whose logits
+depend on the state, so a state that is not reordered with the beams gives
+wrong scores), and under XLA.
+"""
+
+import gc
+import weakref
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_s2s import decoding
+from keras_s2s.decoding import (
+    beam_decode,
+    beam_search,
+    gnmt_length_penalty,
+    greedy_decode,
+    greedy_search,
+    model_step_fn,
+)
+from tests.test_models import make_model
+
+START = 1
+MAX_LENGTH = 8
+
+
+# --------------------------------------------------------------------------
+# Helpers: a batch with different source lengths, and the full model.
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model():
+    # Module scope keeps the file fast; the decoding never changes weights.
+    keras.utils.set_random_seed(7)
+    return make_model(num_decoder_layers=2)
+
+
+@pytest.fixture(scope="module")
+def sources():
+    rng = np.random.default_rng(3)
+    lengths = (6, 3, 1, 5)
+    tokens = np.zeros((len(lengths), 7), "int32")  # (B, S)
+    for row, length in enumerate(lengths):
+        tokens[row, :length] = rng.integers(1, 40, size=length)
+    return tokens
+
+
+def full_logits(model, encoder_tokens, decoder_tokens):
+    return np.asarray(
+        model({"encoder_tokens": encoder_tokens, "decoder_tokens": decoder_tokens})
+    )
+
+
+def naive_greedy(model, encoder_tokens, end_id, max_length):
+    """Runs the full model on the whole prefix at every step; argmax without PAD."""
+    batch_size = len(encoder_tokens)
+    generated = np.zeros((batch_size, 0), "int32")
+    finished = np.zeros(batch_size, bool)
+    for _ in range(max_length):
+        decoder_tokens = np.concatenate(
+            [np.full((batch_size, 1), START, "int32"), generated], axis=1
+        )
+        last = full_logits(model, encoder_tokens, decoder_tokens)[:, -1]  # (B, V)
+        next_ids = last[:, 1:].argmax(-1) + 1  # PAD (0) is never generated
+        next_ids = np.where(finished, 0, next_ids).astype("int32")
+        generated = np.concatenate([generated, next_ids[:, None]], axis=1)
+        finished |= next_ids == end_id
+        if finished.all():
+            break
+    return generated
+
+
+def hypothesis_length(ids):
+    """Generated tokens of one row, END included: its non-PAD ids."""
+    return int(np.count_nonzero(ids))
+
+
+def teacher_forced_score(model, encoder_tokens, ids, alpha):
+    """The full model's log p(ids | source) / GNMT penalty, one row at a time."""
+    scores = []
+    for row in range(len(ids)):
+        tokens = ids[row][: hypothesis_length(ids[row])]
+        decoder_tokens = np.concatenate([[START], tokens[:-1]])[None].astype("int32")
+        logits = full_logits(model, encoder_tokens[row : row + 1], decoder_tokens)[0]
+        logprobs = np.asarray(tf.nn.log_softmax(logits))  # (T, V)
+        total = logprobs[np.arange(len(tokens)), tokens].sum()
+        scores.append(total / ((5 + len(tokens)) / 6) ** alpha)
+    return np.array(scores)
+
+
+@pytest.fixture(scope="module")
+def ends(model, sources):
+    """An END id the random model emits (row 0's third greedy token), and one it never emits."""
+    free_run = naive_greedy(model, sources, end_id=-1, max_length=MAX_LENGTH)
+    unused = sorted(set(range(1, 50)) - set(free_run.ravel().tolist()))
+    return {"emitted": int(free_run[0, 2]), "absent": unused[0]}
+
+
+def assert_pad_after_end(ids, end_id):
+    for row in np.asarray(ids):
+        length = hypothesis_length(row)
+        assert (row[:length] != 0).all(), row
+        assert (row[length:] == 0).all(), row
+        assert end_id not in row[: length - 1].tolist(), row
+
+
+# --------------------------------------------------------------------------
+# Greedy search against the full model.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("end_choice", ["emitted", "absent"])
+def test_cached_greedy_equals_naive_full_model_loop(model, sources, ends, end_choice):
+    end_id = ends[end_choice]
+    expected = naive_greedy(model, sources, end_id, MAX_LENGTH)
+    got = np.asarray(
+        greedy_decode(
+            model,
+            sources,
+            start_id=START,
+            end_id=end_id,
+            max_length=MAX_LENGTH,
+            jit_compile=False,
+        )
+    )
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype == np.int32
+    assert_pad_after_end(got, end_id)
+    if end_choice == "emitted":
+        assert (got[0] == end_id).any()  # row 0 finished: finishing is exercised
+    else:
+        assert got.shape == (len(sources), MAX_LENGTH)
+
+
+def test_greedy_decode_stops_at_per_row_limits(model, sources, ends):
+    ids = np.asarray(
+        greedy_decode(
+            model,
+            sources,
+            start_id=START,
+            end_id=ends["absent"],
+            max_length=MAX_LENGTH,
+            max_length_ratio=1.0,
+            max_length_offset=1,
+            jit_compile=False,
+        )
+    )
+    source_lengths = np.count_nonzero(sources, axis=1)
+    lengths = [hypothesis_length(row) for row in ids]
+    np.testing.assert_array_equal(lengths, np.minimum(source_lengths + 1, MAX_LENGTH))
+
+
+# --------------------------------------------------------------------------
+# Beam search against the full model.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha", [0.6, 0.0, 1.5])
+def test_beam_score_is_the_full_models_penalised_log_probability(model, sources, ends, alpha):
+    end_id = ends["emitted"]
+    ids, scores = beam_decode(
+        model,
+        sources,
+        start_id=START,
+        end_id=end_id,
+        max_length=MAX_LENGTH,
+        beam_size=3,
+        length_penalty=alpha,
+        jit_compile=False,
+    )
+    ids, scores = np.asarray(ids), np.asarray(scores)
+    assert scores.dtype == np.float32 and scores.shape == (len(sources),)
+    assert_pad_after_end(ids, end_id)
+    assert (ids == end_id).any()  # some hypothesis finished with END
+    np.testing.assert_allclose(
+        scores, teacher_forced_score(model, sources, ids, alpha), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_beam_per_row_max_length_from_source_length(model, sources, ends):
+    end_id = ends["absent"]
+    ids, scores = beam_decode(
+        model,
+        sources,
+        start_id=START,
+        end_id=end_id,
+        max_length=MAX_LENGTH,
+        beam_size=2,
+        max_length_ratio=0.5,
+        max_length_offset=2,
+        jit_compile=False,
+    )
+    ids = np.asarray(ids)
+    limits = np.minimum(np.floor(0.5 * np.count_nonzero(sources, axis=1) + 2), MAX_LENGTH)
+    lengths = np.array([hypothesis_length(row) for row in ids])
+    ended = (ids == end_id).any(axis=1)
+    assert (lengths <= limits).all() and (lengths[~ended] == limits[~ended]).all()
+    assert (~ended & (limits < MAX_LENGTH)).any()  # a row was cut by its own limit
+    np.testing.assert_allclose(
+        np.asarray(scores), teacher_forced_score(model, sources, ids, 0.6), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("end_choice", ["emitted", "absent"])
+def test_beam_size_one_without_length_penalty_is_greedy(model, sources, ends, end_choice):
+    # With a length penalty, width 1 may rightly keep extending a beam whose
+    # normalised score can still beat an earlier END; without one it cannot.
+    end_id = ends[end_choice]
+    options = dict(start_id=START, end_id=end_id, max_length=MAX_LENGTH, jit_compile=False)
+    greedy = greedy_decode(model, sources, **options)
+    beam, _ = beam_decode(model, sources, beam_size=1, length_penalty=0.0, **options)
+    np.testing.assert_array_equal(np.asarray(beam), np.asarray(greedy))
+
+
+# --------------------------------------------------------------------------
+# Scripted step functions: no model at all.
+# --------------------------------------------------------------------------
+
+PAD, END, A, B, C, D, E = 0, 2, 3, 4, 5, 6, 7
+VOCABULARY = 8
+EPSILON = 1e-4
+
+# Next-token probabilities given (previous fed token, fed token). Tokens
+# after END get all the mass so that extending a finished hypothesis would
+# show. Unlisted contexts use DEFAULT, which never ends.
+RULES = {
+    (PAD, START): {A: 0.6, B: 0.4},
+    (START, A): {C: 0.55, D: 0.45},
+    (START, B): {END: 0.95, C: 0.05},
+    (A, C): {END: 1.0},
+    (A, D): {END: 1.0},
+    (B, END): {A: 1.0},
+    (C, END): {A: 1.0},
+    (D, END): {A: 1.0},
+    # ... and B END A END would outscore B END if it were extended.
+    (END, A): {END: 1.0},
+    (PAD, D): {END: 0.7, A: 0.3},
+    (PAD, C): {PAD: 0.6, B: 0.4},  # PAD is the likeliest, and must still not be chosen
+}
+DEFAULT = {A: 0.5, B: 0.3, C: 0.2}
+
+
+def markov_table():
+    """Logits (V, V, V) indexed by (previous, fed, next)."""
+    table = np.full((VOCABULARY, VOCABULARY, VOCABULARY), EPSILON)
+    for token, probability in DEFAULT.items():
+        table[:, :, token] = probability
+    for (previous, fed), probabilities in RULES.items():
+        table[previous, fed] = EPSILON
+        for token, probability in probabilities.items():
+            table[previous, fed, token] = probability
+    return np.log(table).astype("float32")
+
+
+TABLE = markov_table()
+LOGPROBS = np.asarray(tf.nn.log_softmax(TABLE))
+
+
+class ScriptedModel:
+    """`step_fn` over TABLE; state {"previous": (N,) int32, "calls": rank-0}.
+
+    `calls` is a rank-0 state entry (shared by all rows, never reordered);
+    `eager_calls` counts Python calls, which equals loop steps when the
+    search runs eagerly (tf.while_loop is then a Python loop).
+    """
+
+    def __init__(self):
+        self.table = tf.constant(TABLE)
+        self.eager_calls = 0
+
+    def step_fn(self, ids, state):
+        self.eager_calls += 1
+        logits = tf.gather_nd(self.table, tf.stack([state["previous"], ids], axis=-1))  # (N, V)
+        return logits, {"previous": ids, "calls": state["calls"] + 1}
+
+    @staticmethod
+    def initial_state(rows):
+        return {"previous": tf.zeros([rows], tf.int32), "calls": tf.constant(0)}
+
+
+def scripted_score(start, ids, alpha):
+    """log p(ids | start) under TABLE / GNMT penalty."""
+    previous, fed, total = PAD, start, 0.0
+    tokens = ids[: hypothesis_length(ids)]
+    for token in tokens:
+        total += LOGPROBS[previous, fed, token]
+        previous, fed = fed, token
+    return total / ((5 + len(tokens)) / 6) ** alpha
+
+
+def padded(*tokens, length=6):
+    return list(tokens) + [0] * (length - len(tokens))
+
+
+def scripted_greedy(starts, **kwargs):
+    scripted = ScriptedModel()
+    ids = greedy_search(
+        scripted.step_fn,
+        tf.constant(starts, tf.int32),
+        ScriptedModel.initial_state(len(starts)),
+        end_id=END,
+        **kwargs,
+    )
+    return np.asarray(ids), scripted.eager_calls
+
+
+def scripted_beam(starts, beam_size, **kwargs):
+    scripted = ScriptedModel()
+    ids, scores = beam_search(
+        scripted.step_fn,
+        tf.constant(starts, tf.int32),
+        ScriptedModel.initial_state(len(starts) * beam_size),
+        beam_size=beam_size,
+        end_id=END,
+        **kwargs,
+    )
+    return np.asarray(ids), np.asarray(scores), scripted.eager_calls
+
+
+def test_scripted_greedy_finishes_rows_pads_and_stops_early():
+    ids, calls = scripted_greedy([START, D], max_length=6)
+    # Row D ends at once; after END it emits PAD although TABLE then favours A.
+    np.testing.assert_array_equal(ids, [padded(A, C, END), padded(END)])
+    assert calls == 3  # stopped when both rows had finished, not at max_length
+    np.testing.assert_array_equal(decoding.trim_ids(ids), [[A, C, END], [END, 0, 0]])
+
+
+def test_scripted_greedy_truncates_at_max_length_and_per_row_limits():
+    ids, calls = scripted_greedy([E, E, START], max_length=6, max_lengths=[2, 9, 1])
+    np.testing.assert_array_equal(ids, [padded(A, A), padded(*[A] * 6), padded(A)])
+    assert calls == 6
+
+
+def test_scripted_beam_finds_what_greedy_misses():
+    greedy_ids, _ = scripted_greedy([START], max_length=6)
+    np.testing.assert_array_equal(greedy_ids, [padded(A, C, END)])
+    ids, scores, _ = scripted_beam([START], beam_size=2, max_length=6)
+    np.testing.assert_array_equal(ids[0], [padded(B, END), padded(A, C, END)])
+    assert scripted_score(START, ids[0, 0], 0.6) > scripted_score(START, greedy_ids[0], 0.6)
+    np.testing.assert_allclose(
+        scores[0], [scripted_score(START, row, 0.6) for row in ids[0]], rtol=1e-6
+    )
+
+
+def test_scripted_beam_reorders_state_and_never_extends_finished():
+    ids, scores, calls = scripted_beam([START, E], beam_size=3, max_length=6)
+    # Sentence 0: B END finished at step 2 while the search went on; it keeps
+    # its ids (PAD, not TABLE's A, after END) and its length-2 score.
+    np.testing.assert_array_equal(
+        ids[0], [padded(B, END), padded(A, C, END), padded(A, D, END)]
+    )
+    assert calls == 6  # sentence 1 never ends, so the loop ran to max_length
+    # Every score is TABLE's log-probability with the true (previous, fed)
+    # history: A D END scores right only if the state followed its beam.
+    for sentence, start in enumerate([START, E]):
+        np.testing.assert_allclose(
+            scores[sentence],
+            [scripted_score(start, row, 0.6) for row in ids[sentence]],
+            rtol=1e-6,
+        )
+    # Sentence 1 never emits END: its hypotheses are cut at max_length.
+    assert [hypothesis_length(row) for row in ids[1]] == [6, 6, 6]
+    assert (ids[1] != END).all()
+
+
+def test_scripted_beam_stops_early_when_no_alive_beam_can_win():
+    # Without a length penalty B END (0.38) beats every alive beam (<= 0.33)
+    # as soon as it is found: the search stops after two steps.
+    ids, scores, calls = scripted_beam([START], beam_size=2, max_length=6, length_penalty=0.0)
+    assert calls == 2
+    np.testing.assert_array_equal(ids[0, 0], padded(B, END))
+    np.testing.assert_allclose(scores[0, 0], scripted_score(START, ids[0, 0], 0.0), rtol=1e-6)
+
+
+def test_scripted_beam_per_row_limits():
+    ids, scores, _ = scripted_beam([E, E], beam_size=2, max_length=6, max_lengths=[2, 4])
+    assert [hypothesis_length(row) for row in ids[:, 0]] == [2, 4]
+    np.testing.assert_array_equal(ids[:, 0], [padded(A, A), padded(A, A, A, A)])
+    np.testing.assert_allclose(
+        scores[:, 0], [scripted_score(E, row, 0.6) for row in ids[:, 0]], rtol=1e-6
+    )
+
+
+def test_pad_is_never_generated():
+    greedy_ids, _ = scripted_greedy([C], max_length=2)
+    np.testing.assert_array_equal(greedy_ids, [[B, A]])
+    beam_ids, _, _ = scripted_beam([C], beam_size=2, max_length=2)
+    assert (beam_ids[0, :, 0] == B).all()
+
+
+def test_length_penalty_counts_end():
+    np.testing.assert_allclose(gnmt_length_penalty(2, 0.6), (7 / 6) ** 0.6, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# XLA: the same ids with and without jit_compile.
+# --------------------------------------------------------------------------
+
+
+def test_scripted_searches_compile_with_xla():
+    starts = tf.constant([START, E, D], tf.int32)
+
+    def run(starts):
+        scripted = ScriptedModel()
+        greedy = greedy_search(
+            scripted.step_fn, starts, ScriptedModel.initial_state(3), end_id=END, max_length=6
+        )
+        beam = beam_search(
+            scripted.step_fn,
+            starts,
+            ScriptedModel.initial_state(3 * 2),
+            beam_size=2,
+            end_id=END,
+            max_length=6,
+        )
+        return greedy, beam
+
+    eager = run(starts)
+    compiled = tf.function(run, jit_compile=True)(starts)
+    tf.nest.map_structure(
+        lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6),
+        eager,
+        compiled,
+    )
+
+
+@pytest.mark.parametrize("beam_size", [None, 3])
+def test_model_step_fn_searches_compile_with_xla(model, sources, ends, beam_size):
+    end_id = ends["emitted"]
+
+    def run(encoder_tokens):
+        starts = tf.fill([tf.shape(encoder_tokens)[0]], START)
+        if beam_size is None:
+            step_fn, state = model_step_fn(model, encoder_tokens, max_length=MAX_LENGTH)
+            return greedy_search(step_fn, starts, state, end_id=end_id, max_length=MAX_LENGTH)
+        step_fn, state = model_step_fn(
+            model, encoder_tokens, max_length=MAX_LENGTH, beam_size=beam_size
+        )
+        return beam_search(
+            step_fn, starts, state, beam_size=beam_size, end_id=end_id, max_length=MAX_LENGTH
+        )
+
+    plain = tf.function(run)(tf.constant(sources))
+    compiled = tf.function(run, jit_compile=True)(tf.constant(sources))
+    tf.nest.map_structure(
+        lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5),
+        plain,
+        compiled,
+    )
+
+
+def test_decode_functions_give_the_same_ids_with_xla(model, sources, ends):
+    options = dict(start_id=START, end_id=ends["emitted"], max_length=MAX_LENGTH)
+    for decode in (greedy_decode, beam_decode):
+        plain = decode(model, sources, jit_compile=False, **options)
+        compiled = decode(model, sources, jit_compile=True, **options)
+        tf.nest.map_structure(
+            lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5),
+            plain,
+            compiled,
+        )
+
+
+# --------------------------------------------------------------------------
+# The traced search: cached per model, freed with it, core ops only.
+# --------------------------------------------------------------------------
+
+
+def test_search_is_traced_once_per_model_and_options_and_freed_with_the_model(rng):
+    local_model = make_model(num_decoder_layers=1)
+    options = dict(start_id=START, end_id=END, max_length=4, jit_compile=False)
+    for batch_size, source_length in [(2, 5), (3, 2)]:
+        tokens = rng.integers(1, 40, size=(batch_size, source_length))
+        assert greedy_decode(local_model, tokens, **options).shape[0] == batch_size
+    (search,) = decoding._SEARCHES[local_model].values()
+    assert search.experimental_get_tracing_count() == 1
+    reference = weakref.ref(local_model)
+    del local_model, search
+    gc.collect()
+    assert reference() is None
+
+
+def _op_types(concrete_function):
+    graph_def = concrete_function.graph.as_graph_def()
+    types = {node.op for node in graph_def.node}
+    for function in graph_def.library.function:
+        types |= {node.op for node in function.node_def}
+    return types
+
+
+@pytest.mark.parametrize("kind", ["greedy", "beam"])
+def test_exported_search_graph_uses_core_ops_only(model, kind):
+    # KNOWN_TRAPS 8: stock TF Serving has no Addons ops, no Python, and does
+    # not compile XLA-only ops (e.g. XlaDynamicUpdateSlice) on CPU.
+    options = dict(
+        start_id=START, end_id=END, max_length=4, max_length_ratio=None, max_length_offset=0
+    )
+    if kind == "beam":
+        options.update(beam_size=2, length_penalty=0.6)
+    search = decoding._compiled_search(model, kind, options, jit_compile=False)
+    types = _op_types(search.get_concrete_function())
+    assert "While" in types
+    forbidden = {t for t in types if t.startswith(("Xla", "Addons")) or "PyFunc" in t}
+    assert not forbidden, forbidden
+
+
+# --------------------------------------------------------------------------
+# Bad arguments name themselves.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(beam_size=0), r"`beam_size` must be a positive integer; received beam_size=0"),
+        (dict(max_length=16), r"`max_length` must be at most 15 .* received max_length=16"),
+        (dict(max_length=0), r"received max_length=0"),
+        (dict(end_id=0), r"`end_id` .* received end_id=0"),
+        (dict(start_id=50), r"`start_id` .* received start_id=50"),
+        (dict(length_penalty="0.6"), r"`length_penalty` .* received length_penalty='0.6'"),
+        (dict(max_length_ratio=-1.0), r"received max_length_ratio=-1.0"),
+    ],
+)
+def test_beam_decode_rejects_bad_arguments(model, sources, overrides, match):
+    arguments = dict(start_id=START, end_id=END, max_length=MAX_LENGTH, beam_size=2)
+    with pytest.raises(ValueError, match=match):
+        beam_decode(model, sources, **dict(arguments, **overrides))
+
+
+def test_greedy_decode_rejects_bad_arguments(model, sources):
+    with pytest.raises(ValueError, match=r"`max_length` must be at most 15 .* max_length=16"):
+        greedy_decode(model, sources, start_id=START, end_id=END, max_length=16)
+    with pytest.raises(ValueError, match=r"`encoder_tokens` must be .* received shape \(7,\)"):
+        greedy_decode(model, sources[0], start_id=START, end_id=END, max_length=4)
+    with pytest.raises(ValueError, match=r"received jit_compile='yes'"):
+        greedy_decode(model, sources, start_id=START, end_id=END, max_length=4, jit_compile="yes")
+
+
+def test_search_functions_reject_bad_arguments(model, sources):
+    scripted = ScriptedModel()
+    with pytest.raises(ValueError, match=r"received beam_size=0"):
+        beam_search(
+            scripted.step_fn, [START], ScriptedModel.initial_state(1),
+            beam_size=0, end_id=END, max_length=4,
+        )
+    with pytest.raises(ValueError, match=r"received max_length=0"):
+        greedy_search(
+            scripted.step_fn, [START], ScriptedModel.initial_state(1), end_id=END, max_length=0
+        )
+    with pytest.raises(ValueError, match=r"received max_length=20"):
+        model_step_fn(model, sources, max_length=20)
