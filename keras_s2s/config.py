@@ -179,7 +179,7 @@ class TrainConfig:
     shuffle_buffer: int = _field(20000, "examples in the shuffle buffer")
     # Optimisation.
     epochs: int = _field(10, "number of epochs")
-    steps_per_epoch: int = _field(0, "batches per epoch; 0 = one pass over the training data")
+    steps_per_epoch: int = _field(0, "batches per epoch; 0 = one pass over the training data (counted at start)")
     learning_rate: float = _field(1e-3, "peak learning rate (after warm-up)")
     schedule: str = _field("inverse_sqrt", f"learning-rate schedule after warm-up: {' or '.join(SCHEDULES)}")
     warmup_steps: int = _field(1000, "linear warm-up steps")

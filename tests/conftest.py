@@ -30,3 +30,40 @@ def _seed():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+TINY_SETTINGS = dict(
+    builtin_train_size=400,
+    vocabulary_size=120,
+    hidden_dim=32,
+    num_heads=2,
+    intermediate_dim=64,
+    num_encoder_layers=1,
+    num_decoder_layers=2,
+    dropout=0.0,
+    max_length=40,
+    batch_tokens=640,
+    epochs=2,
+    learning_rate=3e-3,
+    warmup_steps=10,
+    jit_compile=False,
+    beam_size=2,
+    backup_every_steps=5,
+    verbose=0,
+)
+
+
+def train_tiny_run(run_dir, **overrides):
+    """Trains the tiny built-in run used by the end-to-end tests."""
+    from keras_s2s.training import train
+    from keras_s2s.training.settings import make_configs
+
+    model_settings, train_config = make_configs(dict(TINY_SETTINGS, **overrides))
+    train(str(run_dir), train_config, model_settings)
+    return str(run_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A trained run directory (tiny model, built-in corpus), shared read-only."""
+    return train_tiny_run(tmp_path_factory.mktemp("tiny_run") / "run")

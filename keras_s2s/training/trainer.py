@@ -126,6 +126,14 @@ def freeze(model, *, embeddings=False, encoder=False):
     return [layer.name for layer in frozen]
 
 
+def count_batches(dataset) -> int:
+    """Batches in one pass of a finite dataset (reads it once)."""
+    count = int(dataset.reduce(0, lambda count, _: count + 1))
+    if not count:
+        raise ValueError("the corpus yielded no batch: is it empty, or is every pair too long?")
+    return count
+
+
 def _is_chief(strategy) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
@@ -248,22 +256,33 @@ def train(
         _write_json(os.path.join(run_dir, TRAIN_CONFIG_FILE), train_config.to_dict())
     log.info("model: %s", model_config.to_json())
 
-    def dataset(path, training):
+    def dataset(path, training, repeat):
         return data.make_dataset(
             data.pairs_dataset(path, max_words=train_config.max_source_words),
             source_tokenizer,
             target_tokenizer,
             max_length=model_config.max_length,
             batch_tokens=train_config.batch_tokens,
+            # One padded length per bucket for both sides, and (with repeat)
+            # only full batches: a handful of shapes for XLA to compile
+            # (KNOWN_TRAPS 9) instead of one per (source, target, batch) triple.
+            pad_sides_together=True,
+            batch_size_multiple=max(8, strategy.num_replicas_in_sync),
             shuffle=training,
             shuffle_buffer=train_config.shuffle_buffer,
             seed=train_config.seed,
-            repeat=training and bool(train_config.steps_per_epoch),
+            repeat=repeat,
         )
 
-    train_dataset = dataset(train_path, training=True)
-    valid_dataset = dataset(valid_path, training=False) if valid_path else None
-    steps_per_epoch = train_config.steps_per_epoch or None
+    steps_per_epoch = train_config.steps_per_epoch or count_batches(dataset(train_path, True, False))
+    train_dataset = dataset(train_path, training=True, repeat=True)
+    valid_dataset = validation_steps = None
+    if valid_path:
+        # Repeated too, for the same bounded shapes; `validation_steps` batches
+        # cover the validation set (a few pairs of the last batch come twice).
+        validation_steps = count_batches(dataset(valid_path, False, False))
+        valid_dataset = dataset(valid_path, training=False, repeat=True)
+    log.info("%d steps per epoch, %s validation steps", steps_per_epoch, validation_steps)
 
     with strategy.scope():
         model = build_transformer(model_config)
@@ -284,8 +303,12 @@ def train(
         compile_model(model, train_config, steps_per_epoch, jit_compile=jit)
 
     callbacks = [
+        # double_checkpoint keeps the previous backup: a kill during a
+        # backup write leaves a corrupt file, and the restart falls back.
         keras.callbacks.BackupAndRestore(
-            os.path.join(out_dir, "backup"), save_freq=train_config.backup_every_steps
+            os.path.join(out_dir, "backup"),
+            save_freq=train_config.backup_every_steps,
+            double_checkpoint=True,
         ),
         keras.callbacks.ModelCheckpoint(
             os.path.join(out_dir, "checkpoints", "epoch-{epoch:03d}.weights.h5"),
@@ -303,6 +326,7 @@ def train(
         epochs=train_config.epochs,
         steps_per_epoch=steps_per_epoch,
         validation_data=valid_dataset,
+        validation_steps=validation_steps,
         callbacks=callbacks,
         shuffle=False,  # the dataset shuffles itself, within length buckets
         verbose=train_config.verbose,

@@ -1,0 +1,98 @@
+"""Smoke tests of the benchmark harness (bench/): planning, child rusage, reporting.
+
+No model is trained and nothing is timed; the whole module runs in a few seconds.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench import report, run, workload
+
+needs_peers = pytest.mark.skipif(
+    not os.path.isfile(os.path.join(workload.PEERS_DIR, "common.py")),
+    reason="../shared/bench/peers is not beside the repository",
+)
+
+
+def test_plan_alternates_ours_and_peer_a_between_two_matmul_peaks(tmp_path):
+    jobs, _ = run.plan(run.parse_args(["--include-peers", ""]), str(tmp_path))
+    names = [job[0] for job in jobs]
+    assert names[0] == "matmul_start" and names[-1] == "matmul_end"
+    ours = [n for n in names if n.startswith("keras_s2s")]
+    assert ours == ["keras_s2s_jit1", "keras_s2s_jit0"]
+    if run.installed("keras_hub"):
+        assert names[1:5] == ["keras_s2s_jit1", "A_kerashub_jit1",
+                              "keras_s2s_jit0", "A_kerashub_jit0"]
+
+
+def test_only_keeps_the_start_matmul_peak(tmp_path):
+    jobs, _ = run.plan(run.parse_args(["--only", "bucketing"]), str(tmp_path))
+    assert [job[0] for job in jobs] == ["matmul_start", "bucketing"]
+
+
+def test_unknown_peer_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        run.parse_args(["--include-peers", "Z"])
+    assert "unknown ['Z']" in capsys.readouterr().err
+
+
+def test_run_child_reports_the_childs_own_peak_rss(tmp_path):
+    code = "x = bytearray(96 * 2**20); x[::4096] = b'1' * len(x[::4096])"
+    job = run.run_child([sys.executable, "-c", code], str(tmp_path / "child.log"), dict(os.environ))
+    assert job["returncode"] == 0 and not job["timed_out"]
+    assert job["process_peak_rss_mib"] >= 96
+
+
+@needs_peers
+def test_repeats_reach_the_shared_protocol():
+    code = ("from bench import workload; c = workload.common(); "
+            "print(c.TIMED_WINDOWS, c.DECODE_REPEATS, c.time_repeats.__defaults__[0])")
+    env = dict(os.environ, **{workload.REPEATS_ENV: "3"})
+    env.pop("BENCH_QUICK", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=workload.REPO_ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["3", "3", "3"]
+
+
+def _fake_result(tokens_per_s, greedy, beam=None):
+    decode = {"greedy": {"sentences_per_s": greedy, "generated_shape": [64, 24]}}
+    if beam:
+        decode["beam4_cached"] = {"sentences_per_s": beam}
+    return {
+        "train": {"tokens_per_s_median": tokens_per_s, "step_seconds_median": 0.4,
+                  "mfu_vs_measured_matmul_peak": 0.4, "compile_seconds_est": 10.0},
+        "peak_rss_mib_train": 1500.0,
+        "decode": decode,
+        "decode_primary": "greedy",
+    }
+
+
+def test_ratios_and_markdown_from_fake_results():
+    rows = {
+        "keras_s2s_jit1": report.summary_row("keras_s2s_jit1", _fake_result(3000, 200, 50), 1600),
+        "A_kerashub_jit1": report.summary_row("A_kerashub_jit1", _fake_result(2000, 100), 1700),
+    }
+    reference = {"summary": [
+        {"name": "A_kerashub_jit1", "train_tokens_per_s": 2500},
+        {"name": "C_torch_eager", "train_tokens_per_s": 1000},
+    ]}
+    ratios = report.ratios(rows, reference, {"torch": False, "ctranslate2": False})
+    assert ratios["train_vs_best_keras_peer"]["ratio"] == pytest.approx(1.5)
+    assert ratios["greedy_vs_A_jit1"]["ratio"] == pytest.approx(2.0)
+    assert ratios["beam4_cost_vs_greedy_jit1"]["ratio"] == pytest.approx(4.0)
+    torch = ratios["train_vs_torch"]
+    assert torch["ratio"] == pytest.approx(3.0) and "not same-run" in torch["what"]
+    assert ratios["train_vs_torch_via_A"]["ratio"] == pytest.approx(1.5 * 2.5)
+    assert ratios["greedy_vs_ctranslate2"]["ratio"] is None
+    text = report.markdown({
+        "quick": True, "command": "python -m bench.run --quick",
+        "machine": {"cpu_model": "cpu", "cpu_count": 2, "simd": "avx2", "memory": "1 GiB",
+                    "loadavg_start": "0 0 0"},
+        "workload": "w", "rows": rows, "ratios": ratios, "bucketing": {"skipped": "no corpus"},
+        "not_measured": ["D"], "out": "x.json", "wall_seconds": 1.0,
+    })
+    assert "| keras_s2s, XLA | 3000 | 40% | 1500 / 1600 | 10.0 | 200 (KV cache) | 50 |" in text
+    assert "| A keras-hub, XLA | 2000 |" in text

@@ -1,0 +1,47 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import sacrebleu
+
+from keras_s2s.evaluation import score
+from tests.conftest import REPO_ROOT
+
+
+def test_score_is_sacrebleu():
+    hypotheses = ["the cat sat on the mat", "a dog"]
+    references = ["the cat sat on a mat", "a dog barks"]
+    result = score(hypotheses, references)
+    assert result["bleu"] == sacrebleu.corpus_bleu(hypotheses, [references]).score
+    assert result["chrf"] == sacrebleu.corpus_chrf(hypotheses, [references]).score
+    assert result["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+
+
+@pytest.mark.slow
+def test_evaluate_script_writes_metrics_matching_sacrebleu(tiny_run, tmp_path):
+    out = tmp_path / "eval"
+    result = subprocess.run(
+        [sys.executable, "-m", "training.evaluate", "--run-dir", tiny_run,
+         "--max-sentences", "40", "--beam-size", "2", "--output-dir", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "BLEU" in result.stdout and "chrF" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    hypotheses = (out / "hypotheses.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    with open(os.path.join(tiny_run, "data", "test.tsv"), encoding="utf-8") as f:
+        references = [line.rstrip("\n").split("\t")[1] for line, _ in zip(f, range(40))]
+    assert len(hypotheses) == 40 == metrics["sentences"]
+    assert metrics["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score)
+    assert metrics["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, [references]).score)
+    for key in ("loss", "accuracy", "perplexity", "bleu_signature"):
+        assert key in metrics
+
+
+def test_evaluate_script_without_a_run_is_an_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "training.evaluate", "--run-dir", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "error:" in result.stderr

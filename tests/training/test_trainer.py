@@ -1,0 +1,161 @@
+"""End-to-end training: the run directory, resume after SIGKILL, fine-tuning."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_s2s import ModelConfig
+from keras_s2s.data import load_tokenizers
+from keras_s2s.training import freeze
+from tests.conftest import REPO_ROOT, TINY_SETTINGS
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_directory_holds_everything(tiny_run):
+    for name in ("config.json", "train_config.json", "model.keras", "metrics.json",
+                 "source.model", "target.model", "checkpoints/epoch-002.weights.h5"):
+        assert os.path.exists(os.path.join(tiny_run, name)), name
+    metrics = json.load(open(os.path.join(tiny_run, "metrics.json")))
+    losses = metrics["history"]["loss"]
+    assert len(losses) == 2 and losses[1] < losses[0]
+    config = ModelConfig.load(os.path.join(tiny_run, "config.json"))
+    source, target = load_tokenizers(tiny_run)
+    assert (config.source_vocabulary_size, config.target_vocabulary_size) == (
+        source.vocabulary_size, target.vocabulary_size)
+
+
+def test_saved_model_reloads_with_identical_logits(tiny_run):
+    model = keras.saving.load_model(os.path.join(tiny_run, "model.keras"), compile=False)
+    again = keras.saving.load_model(os.path.join(tiny_run, "model.keras"), compile=False)
+    checkpoint = keras.saving.load_model(os.path.join(tiny_run, "model.keras"), compile=False)
+    checkpoint.load_weights(os.path.join(tiny_run, "checkpoints", "epoch-002.weights.h5"))
+    inputs = {"encoder_tokens": np.array([[5, 6, 7, 0]]), "decoder_tokens": np.array([[2, 9, 0]])}
+    np.testing.assert_array_equal(np.asarray(model(inputs)), np.asarray(again(inputs)))
+    np.testing.assert_array_equal(np.asarray(model(inputs)), np.asarray(checkpoint(inputs)))
+
+
+def _train_command(run_dir, *extra):
+    args = [sys.executable, "-m", "training.train", "--run-dir", str(run_dir)]
+    for key, value in TINY_SETTINGS.items():
+        args += [f"--{key}", str(value)]
+    return args + list(extra)
+
+
+def test_sigkill_mid_epoch_then_the_same_command_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    command = _train_command(run_dir, "--epochs", "3", "--backup_every_steps", "2",
+                             "--builtin_train_size", "1500")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    backup = run_dir / "backup" / "training_metadata.json"
+    deadline = time.time() + 300
+    # Wait for a backup written mid-epoch 2 (epoch index 1), then kill hard.
+    while time.time() < deadline:
+        if backup.exists():
+            try:
+                state = json.loads(backup.read_text())
+            except json.JSONDecodeError:
+                state = {}
+            if state.get("epoch", 0) >= 1 and state.get("batch", 0) > 0:
+                break
+        if process.poll() is not None:
+            pytest.fail("training ended before it could be killed; make it longer")
+        time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("no mid-epoch backup within 300 s")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "model.keras").exists()
+    killed_at = json.loads(backup.read_text())
+
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]["loss"]
+    # Resumed at the killed epoch: fewer epochs ran in the second process.
+    assert len(history) == 3 - killed_at["epoch"]
+    assert (run_dir / "model.keras").exists()
+    assert not (run_dir / "backup").exists()  # deleted after a finished run
+
+
+def test_fine_tuning_starts_at_the_run_loss_and_frozen_weights_stay(tiny_run, tmp_path):
+    from keras_s2s.training import train
+    from keras_s2s.training.settings import make_configs
+    from keras_s2s.models import TransformerParts
+
+    settings = {k: v for k, v in TINY_SETTINGS.items() if k not in (
+        "hidden_dim", "num_heads", "intermediate_dim", "num_encoder_layers",
+        "num_decoder_layers", "dropout", "max_length")}
+    settings.update(epochs=1, learning_rate=1e-3, freeze_encoder=True, freeze_embeddings=True)
+    _, train_config = make_configs(settings)
+    base = keras.saving.load_model(os.path.join(tiny_run, "model.keras"), compile=False)
+    model, history = train(str(tmp_path / "tuned"), train_config, init_from=tiny_run)
+
+    scratch_first = json.load(open(os.path.join(tiny_run, "metrics.json")))["history"]["loss"][0]
+    run_last = json.load(open(os.path.join(tiny_run, "metrics.json")))["history"]["loss"][-1]
+    assert history["loss"][0] < scratch_first
+    assert abs(history["loss"][0] - run_last) < 0.5 * abs(scratch_first - run_last)
+
+    before, after = TransformerParts.from_model(base), TransformerParts.from_model(model)
+    for name in ("source_embedding", "target_embedding"):
+        for a, b in zip(getattr(before, name).get_weights(), getattr(after, name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    for layer_before, layer_after in zip(before.encoder_layers, after.encoder_layers):
+        for a, b in zip(layer_before.get_weights(), layer_after.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    changed = [not np.array_equal(a, b) for a, b in zip(
+        before.decoder_layers[0].get_weights(), after.decoder_layers[0].get_weights())]
+    assert any(changed)
+
+
+def test_init_from_rejects_architecture_flags(tiny_run, tmp_path):
+    from keras_s2s.config import TrainConfig
+    from keras_s2s.training import train
+
+    with pytest.raises(ValueError, match=r"takes the architecture from that run's config.json; remove the architecture flags \['hidden_dim'\]"):
+        train(str(tmp_path / "x"), TrainConfig(), {"hidden_dim": 64}, init_from=tiny_run)
+
+
+def test_init_from_cli_rejects_a_new_vocabulary(tiny_run, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "training.train", "--run-dir", str(tmp_path / "x"),
+         "--init-from", tiny_run, "--vocabulary_size", "500"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "--init-from keeps the run's tokenizers; ['vocabulary_size'] cannot change" in result.stderr
+
+
+def test_mismatched_vocabulary_is_a_clear_error(tiny_run, tmp_path):
+    import shutil
+
+    from keras_s2s.training import train
+    from keras_s2s.training.settings import make_configs
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_run, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["target_vocabulary_size"] += 7
+    (broken / "config.json").write_text(json.dumps(config))
+    _, train_config = make_configs({k: v for k, v in TINY_SETTINGS.items() if k in (
+        "builtin_train_size", "batch_tokens", "verbose", "jit_compile")})
+    with pytest.raises(ValueError, match=r"Vocabulary mismatch: the tokenizers have \(source, target\) sizes"):
+        train(str(tmp_path / "tuned"), train_config, init_from=str(broken))
+
+
+def test_freeze_names_what_it_froze():
+    from tests.test_models import make_model
+
+    model = make_model()
+    assert freeze(model, encoder=True) == [
+        "source_embedding", "encoder_layer_0", "encoder_layer_1", "encoder_norm"]
+    assert not model.get_layer("encoder_layer_0").trainable
+    assert model.get_layer("decoder_layer_0").trainable
