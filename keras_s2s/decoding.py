@@ -516,50 +516,68 @@ def _compiled_search(model, kind, options, jit_compile):
     return searches[key]
 
 
-def _trace_search(model_ref, kind, options, jit_compile):
-    max_length = options["max_length"]
+def search_in_graph(
+    model,
+    encoder_tokens,
+    *,
+    kind,
+    start_id,
+    end_id,
+    max_length,
+    beam_size=1,
+    length_penalty=0.6,
+    max_length_ratio=None,
+    max_length_offset=0,
+):
+    """The whole search as plain TensorFlow ops, to run inside a caller's `tf.function`.
 
-    def search(encoder_tokens):
-        model = model_ref()
-        batch_size = tf.shape(encoder_tokens)[0]
-        start_ids = tf.fill([batch_size], tf.constant(options["start_id"], tf.int32))
-        max_lengths = None
-        if options["max_length_ratio"] is not None:
-            source_lengths = tf.reduce_sum(
-                tf.cast(tf.not_equal(encoder_tokens, PAD_ID), tf.float32), axis=1
-            )  # (B,)
-            max_lengths = tf.cast(
-                tf.floor(
-                    options["max_length_ratio"] * source_lengths
-                    + options["max_length_offset"]
-                ),
-                tf.int32,
-            )
-        if kind == "greedy":
-            step_fn, state = model_step_fn(model, encoder_tokens, max_length=max_length)
-            return greedy_search(
-                step_fn,
-                start_ids,
-                state,
-                end_id=options["end_id"],
-                max_length=max_length,
-                max_lengths=max_lengths,
-            )
-        beam_size = options["beam_size"]
-        step_fn, state = model_step_fn(
-            model, encoder_tokens, max_length=max_length, beam_size=beam_size
+    `greedy_decode` / `beam_decode` trace this once per model; the SavedModel
+    export calls it inside its serving function.
+
+    Args:
+        model: a model from `build_transformer`, or its `TransformerParts`.
+        encoder_tokens: int32 (B, S).
+        kind: "greedy" or "beam".
+        (the rest as in `beam_decode`.)
+
+    Returns:
+        greedy: ids int32 (B, max_length); beam: `(ids (B, max_length), scores (B,))`.
+    """
+    batch_size = tf.shape(encoder_tokens)[0]
+    start_ids = tf.fill([batch_size], tf.constant(start_id, tf.int32))
+    max_lengths = None
+    if max_length_ratio is not None:
+        source_lengths = tf.reduce_sum(
+            tf.cast(tf.not_equal(encoder_tokens, PAD_ID), tf.float32), axis=1
+        )  # (B,)
+        max_lengths = tf.cast(
+            tf.floor(max_length_ratio * source_lengths + max_length_offset), tf.int32
         )
-        ids, scores = beam_search(
-            step_fn,
-            start_ids,
-            state,
-            beam_size=beam_size,
-            end_id=options["end_id"],
-            max_length=max_length,
-            length_penalty=options["length_penalty"],
+    if kind == "greedy":
+        step_fn, state = model_step_fn(model, encoder_tokens, max_length=max_length)
+        return greedy_search(
+            step_fn, start_ids, state, end_id=end_id, max_length=max_length,
             max_lengths=max_lengths,
         )
-        return ids[:, 0], scores[:, 0]  # (B, L), (B,)
+    step_fn, state = model_step_fn(
+        model, encoder_tokens, max_length=max_length, beam_size=beam_size
+    )
+    ids, scores = beam_search(
+        step_fn,
+        start_ids,
+        state,
+        beam_size=beam_size,
+        end_id=end_id,
+        max_length=max_length,
+        length_penalty=length_penalty,
+        max_lengths=max_lengths,
+    )
+    return ids[:, 0], scores[:, 0]  # (B, L), (B,)
+
+
+def _trace_search(model_ref, kind, options, jit_compile):
+    def search(encoder_tokens):
+        return search_in_graph(model_ref(), encoder_tokens, kind=kind, **options)
 
     # Unknown batch and source sizes: traced once; XLA still compiles per
     # concrete shape, which `_source_batch` keeps to few.

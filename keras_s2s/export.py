@@ -8,6 +8,7 @@
 Signatures:
     serving_default   inputs: string (N,) -> outputs: string (N,), scores: float32 (N,)
     translate_ids     encoder_tokens: int32 (N, S) -> ids: int32 (N, L), scores: float32 (N,)
+                      (L = the max generated length, fixed: PAD (0) after END)
 
 Everything runs in the graph: tensorflow-text SentencePiece tokenization,
 the encoder, beam search (greedy when beam_size is 1) with the KV cache in
@@ -73,10 +74,13 @@ class TranslationModule(tf.Module):
         asset_paths=(),
     ):
         super().__init__(name="keras_s2s_translation")
-        self.model = model
+        # Only the tf.Variables are tracked, not the Keras layers: the
+        # SavedModel then holds no Keras objects, and loading it needs
+        # neither keras nor keras_s2s (TF Serving has neither).
+        self.model_variables = [variable.value for variable in model.weights]
+        object.__setattr__(self, "parts", TransformerParts.from_model(model))
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
-        self.parts = TransformerParts.from_model(model)
         self.beam_size = beam_size
         self.length_penalty = float(length_penalty)
         self.source_max_length = self.parts.source_embedding.max_length
@@ -84,21 +88,17 @@ class TranslationModule(tf.Module):
         self.assets = [tf.saved_model.Asset(path) for path in asset_paths]
 
     def _search(self, encoder_tokens):
-        """(N, S) ids -> ids (N, L), scores (N,)."""
-        step_fn, state = decoding.model_step_fn(
-            self.parts, encoder_tokens, max_length=self.max_length, beam_size=self.beam_size
-        )
-        batch_size = tf.shape(encoder_tokens)[0]
-        ids, scores = decoding.beam_search(
-            step_fn,
-            tf.fill([batch_size * self.beam_size], tf.constant(START_ID, tf.int32)),
-            state,
-            beam_size=self.beam_size,
+        """(N, S) ids -> ids (N, L), scores (N,); beam search (K=1 is greedy)."""
+        return decoding.search_in_graph(
+            self.parts,
+            encoder_tokens,
+            kind="beam",  # also for K=1: it returns the scores the signature promises
+            start_id=START_ID,
             end_id=END_ID,
             max_length=self.max_length,
+            beam_size=self.beam_size,
             length_penalty=self.length_penalty,
-        )  # (N, K, L), (N, K)
-        return ids[:, 0], scores[:, 0]
+        )
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="encoder_tokens")])
     def translate_ids(self, encoder_tokens):

@@ -1,0 +1,176 @@
+"""The TF Serving export: signatures, fresh-process parity, warmup, bad input, versions."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_s2s import export
+from keras_s2s.translator import Translator
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    base = tmp_path_factory.mktemp("saved_models")
+    path = export.export_run(tiny_run, "tiny", base_dir=str(base), beam_size=2)
+    return str(base), path
+
+
+def held_out(tiny_run, n=8):
+    with open(os.path.join(tiny_run, "data", "test.tsv"), encoding="utf-8") as f:
+        return [line.split("\t")[0] for line, _ in zip(f, range(n))]
+
+
+def serve_in_fresh_process(path, sentences, tmp_path):
+    inputs, outputs = tmp_path / "in.json", tmp_path / "out.json"
+    inputs.write_text(json.dumps(sentences))
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "tests", "serving_client.py"), path,
+         str(inputs), str(outputs)],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(outputs.read_text())
+
+
+def test_fresh_process_with_only_tf_and_tf_text_matches_the_translator(exported, tiny_run, tmp_path):
+    _, path = exported
+    sentences = held_out(tiny_run)
+    served = serve_in_fresh_process(path, sentences, tmp_path)
+    assert served["modules"] == []  # keras_s2s was never imported
+    translator = Translator.from_run_dir(tiny_run, beam_size=2, jit_compile=False)
+    assert served["outputs"] == translator.translate(sentences)
+
+
+def test_version_layout_assets_and_config(exported, tiny_run):
+    base, path = exported
+    assert path == os.path.join(base, "tiny", "1")
+    assets = set(os.listdir(os.path.join(path, "assets")))
+    assert {"config.json", "source.model", "target.model"} <= assets
+    assert os.path.exists(os.path.join(path, "assets.extra", export.WARMUP_FILE))
+    assert [n for n in os.listdir(os.path.join(base, "tiny")) if n.startswith(".")] == []
+
+
+def test_saved_model_cli_lists_both_signatures(exported):
+    _, path = exported
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True,
+                           text=True, timeout=300).stdout
+    default = shown[shown.index("signature_def['serving_default']"):]
+    assert re.search(r"inputs\['inputs'\] tensor_info:\s+dtype: DT_STRING\s+shape: \(-1\)", default)
+    assert re.search(r"outputs\['outputs'\] tensor_info:\s+dtype: DT_STRING\s+shape: \(-1\)", default)
+    assert re.search(r"outputs\['scores'\] tensor_info:\s+dtype: DT_FLOAT\s+shape: \(-1\)", default)
+    ids = shown[shown.index("signature_def['translate_ids']"):]
+    assert re.search(r"inputs\['encoder_tokens'\] tensor_info:\s+dtype: DT_INT32\s+shape: \(-1, -1\)", ids)
+    assert re.search(r"outputs\['ids'\] tensor_info:\s+dtype: DT_INT32\s+shape: \(-1, 39\)", ids)  # L = max_length
+    assert re.search(r"outputs\['scores'\] tensor_info:\s+dtype: DT_FLOAT\s+shape: \(-1\)", ids)
+
+
+def test_warmup_records_parse_and_are_answered(exported):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, path = exported
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    records = list(tf.data.TFRecordDataset(os.path.join(path, "assets.extra", export.WARMUP_FILE)))
+    assert records
+    for record in records:
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        request = log.predict_log.request
+        assert request.model_spec.signature_name == "serving_default"
+        inputs = tf.make_ndarray(request.inputs["inputs"])
+        result = serve(inputs=tf.constant(inputs))
+        assert result["outputs"].shape == inputs.shape
+
+
+def test_bad_inputs_through_the_loaded_saved_model(exported, tiny_run):
+    _, path = exported
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    sentence = held_out(tiny_run, 1)[0]
+    long_sentence = " ".join([sentence] * 20)  # far over max_length pieces: truncated
+    batch = [b"", b"   \t ", b"The dog \xff\xfe sleeps.", long_sentence.encode()]
+    result = serve(inputs=tf.constant(batch))
+    outputs, scores = result["outputs"].numpy(), result["scores"].numpy()
+    assert len(outputs) == 4 and len(scores) == 4
+    assert outputs[0] == b"" and outputs[1] == b"" and scores[0] == 0.0 and scores[1] == 0.0
+    assert np.isfinite(scores).all()
+    one = serve(inputs=tf.constant([sentence.encode()]))
+    assert one["outputs"].shape == (1,)
+    many = serve(inputs=tf.constant([sentence.encode()] * 300))
+    assert many["outputs"].shape == (300,)
+    assert len(set(many["outputs"].numpy())) == 1 and many["outputs"].numpy()[0] == one["outputs"].numpy()[0]
+
+
+def test_translate_ids_signature(exported, tiny_run):
+    _, path = exported
+    loaded = tf.saved_model.load(path)
+    translator = Translator.from_run_dir(tiny_run, beam_size=2, jit_compile=False)
+    encoder_tokens, _ = translator.encode_sources(held_out(tiny_run, 3))
+    result = loaded.signatures["translate_ids"](encoder_tokens=tf.constant(encoder_tokens))
+    ids, _ = translator.translate_ids(encoder_tokens)
+    got = result["ids"].numpy()
+    np.testing.assert_array_equal(got[:, : ids.shape[1]], ids)
+    assert (got[:, ids.shape[1]:] == 0).all()
+
+
+def test_graph_holds_only_core_and_tf_text_ops(exported):
+    # KNOWN_TRAPS 8: TF Serving links core TensorFlow and tensorflow-text only.
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow.python.framework import op_def_registry
+
+    _, path = exported
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    graph = proto.meta_graphs[0].graph_def
+    ops = {node.op for node in graph.node}
+    for function in graph.library.function:
+        ops |= {node.op for node in function.node_def}
+    import tensorflow_text  # noqa: F401
+    text_ops = {op for op in ops if "Sentencepiece" in op}
+    assert text_ops, "the tokenizer ops should be in the graph"
+    library_functions = {f.signature.name for f in graph.library.function}
+    unknown = {op for op in ops - library_functions if op_def_registry.get(op) is None}
+    assert not unknown
+    forbidden = {op for op in ops if op.startswith("Xla") or "PyFunc" in op or op.startswith("Addons")}
+    assert not forbidden, forbidden
+
+
+def test_second_export_is_version_2_and_existing_versions_are_kept(exported, tiny_run):
+    base, first = exported
+    second = export.export_run(tiny_run, "tiny", base_dir=base, beam_size=1)
+    assert second.endswith(os.path.join("tiny", "2")) and os.path.exists(first)
+    with pytest.raises(ValueError, match=r"tiny/1 exists; pass overwrite=True \(--overwrite\) to replace version 1"):
+        export.export_run(tiny_run, "tiny", base_dir=base, version=1)
+
+
+def test_failure_mid_export_leaves_no_version_directory(tiny_run, tmp_path, monkeypatch):
+    def broken_save(*args, **kwargs):
+        os.makedirs(os.path.join(args[1], "variables"), exist_ok=True)  # half written
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export.tf.saved_model, "save", broken_save)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export.export_run(tiny_run, "tiny", base_dir=str(tmp_path))
+    assert os.listdir(tmp_path / "tiny") == []
+
+
+def test_export_script(tiny_run, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "training.export", "--run-dir", tiny_run, "--name", "cli",
+         "--base-dir", str(tmp_path), "--beam-size", "1"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert os.path.exists(tmp_path / "cli" / "1" / "saved_model.pb")
+    bad = subprocess.run(
+        [sys.executable, "-m", "training.export", "--run-dir", tiny_run, "--name", "a/b",
+         "--base-dir", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "`name` must be letters" in bad.stderr
