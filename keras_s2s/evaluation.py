@@ -11,10 +11,12 @@ import time
 
 import keras
 import sacrebleu
+import tensorflow as tf
 
 from keras_s2s import data
 from keras_s2s.config import ModelConfig
 from keras_s2s.training.losses import MaskedCrossEntropy, masked_accuracy
+from keras_s2s.training.trainer import count_batches
 from keras_s2s.translator import Translator
 
 HYPOTHESES_FILE = "hypotheses.txt"
@@ -100,6 +102,8 @@ def evaluate_run(
         shuffle=False,
         drop_too_long=False,
     )
+    # A known length: Keras shows a complete progress bar and no "ran out of data" warning.
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(count_batches(dataset)))
     metrics = teacher_forced_metrics(translator.model, dataset)
 
     started = time.perf_counter()

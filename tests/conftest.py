@@ -53,13 +53,25 @@ TINY_SETTINGS = dict(
 )
 
 
-def train_tiny_run(run_dir, **overrides):
-    """Trains the tiny built-in run used by the end-to-end tests."""
-    from keras_s2s.training import train
-    from keras_s2s.training.settings import make_configs
+def train_command(run_dir, **overrides):
+    """`python -m training.train` with the tiny settings, as a user would type it."""
+    import sys
 
-    model_settings, train_config = make_configs(dict(TINY_SETTINGS, **overrides))
-    train(str(run_dir), train_config, model_settings)
+    command = [sys.executable, "-m", "training.train", "--run-dir", str(run_dir)]
+    for key, value in dict(TINY_SETTINGS, **overrides).items():
+        command += [f"--{key}", str(value)]
+    return command
+
+
+def train_tiny_run(run_dir, **overrides):
+    """Trains the tiny built-in run used by the end-to-end tests, through the CLI."""
+    import subprocess
+
+    result = subprocess.run(
+        train_command(run_dir, **overrides), cwd=REPO_ROOT, capture_output=True, text=True,
+        timeout=900, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
     return str(run_dir)
 
 

@@ -209,3 +209,12 @@ def test_from_model_rejects_foreign_models():
     foreign = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="was not built by keras_s2s.build_transformer"):
         TransformerParts.from_model(foreign)
+
+
+def test_model_config_round_trip_rebuilds_the_same_model(rng):
+    model = make_model(3)
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    inputs = batch(rng)
+    np.testing.assert_array_equal(logits(clone, inputs), logits(model, inputs))
+    assert [layer.name for layer in clone.layers] == [layer.name for layer in model.layers]

@@ -14,7 +14,7 @@ import pytest
 from keras_s2s import ModelConfig
 from keras_s2s.data import load_tokenizers
 from keras_s2s.training import freeze
-from tests.conftest import REPO_ROOT, TINY_SETTINGS
+from tests.conftest import REPO_ROOT, TINY_SETTINGS, train_command
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,8 @@ def test_run_directory_holds_everything(tiny_run):
         source.vocabulary_size, target.vocabulary_size)
 
 
-def test_saved_model_reloads_with_identical_logits(tiny_run):
+def test_cli_run_model_reloads_with_identical_logits(tiny_run):
+    # tiny_run was made by `python -m training.train` (tests/conftest.py).
     model = keras.saving.load_model(os.path.join(tiny_run, "model.keras"), compile=False)
     again = keras.saving.load_model(os.path.join(tiny_run, "model.keras"), compile=False)
     checkpoint = keras.saving.load_model(os.path.join(tiny_run, "model.keras"), compile=False)
@@ -42,17 +43,9 @@ def test_saved_model_reloads_with_identical_logits(tiny_run):
     np.testing.assert_array_equal(np.asarray(model(inputs)), np.asarray(checkpoint(inputs)))
 
 
-def _train_command(run_dir, *extra):
-    args = [sys.executable, "-m", "training.train", "--run-dir", str(run_dir)]
-    for key, value in TINY_SETTINGS.items():
-        args += [f"--{key}", str(value)]
-    return args + list(extra)
-
-
 def test_sigkill_mid_epoch_then_the_same_command_resumes(tmp_path):
     run_dir = tmp_path / "run"
-    command = _train_command(run_dir, "--epochs", "3", "--backup_every_steps", "2",
-                             "--builtin_train_size", "1500")
+    command = train_command(run_dir, epochs=3, backup_every_steps=2, builtin_train_size=1500)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

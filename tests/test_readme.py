@@ -1,0 +1,18 @@
+"""The README's Keras API example runs as written."""
+
+import os
+import re
+
+from tests.conftest import REPO_ROOT
+
+
+def test_keras_api_example_runs(tmp_path, monkeypatch):
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    section = readme[readme.index("## The Keras API"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)  # it saves model.keras
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["logits"].shape == (1, 4, 8000)
+    assert os.path.exists(tmp_path / "model.keras")
