@@ -375,7 +375,7 @@ def model_step_fn(model, encoder_tokens, *, max_length, beam_size=1):
             beam_size,
         )
         cache = DecoderCache(*cache)
-    cross_attention = tuple(cache.cross_attention)  # per layer (N, S, 2, H, Dh)
+    cross_attention = tuple(cache.cross_attention)  # per layer 2 x (N, S, H, Dh)
 
     def step_fn(ids, state):
         logits, new_cache = parts.decode(

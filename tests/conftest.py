@@ -27,6 +27,14 @@ def _seed():
     yield
 
 
+@pytest.fixture(scope="session")
+def two_cpu_strategy():
+    """One MirroredStrategy over the two logical CPUs for the whole session:
+    two strategies in one process reuse collective instance keys and abort
+    each other's all-reduces."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -37,8 +37,8 @@ class DecoderLayer(TransformerBlock):
         self_attention_cache: optional (B, L, 2, H, K) keys and values of
             the earlier target positions, for incremental decoding.
         cache_index: int scalar, position of `inputs[:, 0]`; with a cache.
-        cross_attention_cache: optional (B, S, 2, H, K) from
-            `compute_cross_attention_cache(context)`.
+        cross_attention_cache: optional `(keys, values)`, each (B, S, H, K),
+            from `compute_cross_attention_cache(context)`.
 
     Returns:
         float (B, T, D) carrying `inputs_mask`; with `self_attention_cache`,
@@ -127,7 +127,7 @@ class DecoderLayer(TransformerBlock):
         return block.sublayer.attention_weights(query, context, context_mask)
 
     def compute_cross_attention_cache(self, context):
-        """Keys and values of the encoder output for this layer, (B, S, 2, H, K)."""
+        """Keys and values of the encoder output for this layer, 2 x (B, S, H, K)."""
         return self.cross_attention_block.sublayer.compute_cache(context)
 
     def initial_self_attention_cache(self, batch_size, max_length, dtype="float32"):

@@ -35,12 +35,16 @@ class MaskedCrossEntropy(keras.losses.Loss):
 
     def call(self, labels, logits):
         """Per-token loss (B, T)."""
-        log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)  # (B, T, V)
-        labels = ops.cast(labels, "int32")
-        nll = -ops.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]  # (B, T)
+        logits = ops.cast(logits, "float32")  # (B, T, V)
+        # The fused op: a gather of log-probabilities and its gradient cost
+        # more than the whole softmax here (bench profile).
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=ops.cast(labels, "int32"), logits=logits
+        )  # (B, T)
         if not self.label_smoothing:
             return nll
-        uniform = -ops.mean(log_probs, axis=-1)  # (B, T)
+        # -mean(log_softmax) without materialising log_softmax.
+        uniform = ops.logsumexp(logits, axis=-1) - ops.mean(logits, axis=-1)  # (B, T)
         return (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform
 
     def __call__(self, labels, logits, sample_weight=None):

@@ -138,8 +138,8 @@ def test_cross_attention_weights_are_distributions_over_real_keys(states):
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
     assert np.all(weights[0, :, :, 3:] == 0)
     # Consistent with the output: weights @ values, projected, is the layer output.
-    key_value = np.asarray(layer.compute_cache(context))  # (B, S, 2, H, K)
-    attended = np.einsum("bhts,bshk->bthk", weights, key_value[:, :, 1])
+    _, values = layer.compute_cache(context)  # (B, S, H, K)
+    attended = np.einsum("bhts,bshk->bthk", weights, np.asarray(values))
     kernel, bias = (np.asarray(w) for w in layer.output_projection)
     expected = np.einsum("bthk,hkd->btd", attended, kernel) + bias
     np.testing.assert_allclose(

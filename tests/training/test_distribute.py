@@ -16,9 +16,9 @@ from tests.conftest import REPO_ROOT
 from tests.training import distributed_job
 
 
-def test_mirrored_on_two_cpus_equals_the_default_strategy():
+def test_mirrored_on_two_cpus_equals_the_default_strategy(two_cpu_strategy):
     default_losses, _ = distributed_job.train(tf.distribute.get_strategy())
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    mirrored = two_cpu_strategy
     assert mirrored.num_replicas_in_sync == 2
     mirrored_losses, _ = distributed_job.train(mirrored)
     # The first step sees identical weights: equal to float precision. Later

@@ -30,10 +30,10 @@ def test_uses_the_logits_keras_mask_over_labels(rng):
     np.testing.assert_allclose(float(loss), _reference(labels[:, :1], np.asarray(logits)[:, :1], 0.0), rtol=1e-5)
 
 
-def test_global_token_normalisation_under_two_replicas(rng):
+def test_global_token_normalisation_under_two_replicas(rng, two_cpu_strategy):
     # Replicas with 1 and 5 real tokens: the result is the mean over all 6
     # tokens, not the mean of the two replica means.
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_cpu_strategy
     logits = rng.normal(size=(2, 5, 7)).astype("float32")
     labels = np.array([[1, 0, 0, 0, 0], [1, 2, 3, 4, 5]])
     loss_fn = MaskedCrossEntropy()

@@ -1,0 +1,378 @@
+"""`make bench`: keras_s2s against its peers on the shared workload, in one run.
+
+Every measurement runs in its own child process, one at a time (2 cores: never
+two measurements at once), so each peak RSS is that variant's own (`wait4`
+rusage of the child) and every number comes from the same machine state:
+
+    matmul peak -> keras_s2s XLA -> A XLA -> keras_s2s no XLA -> A no XLA
+    -> optional peers (--include-peers) -> Multi30k bucketing -> matmul peak again
+
+This process imports no TensorFlow; it starts the children, collects their
+JSON, writes `--out` and prints the markdown report.
+
+    python -m bench.run [--quick] [--out bench/results/latest.json] [--repeats N]
+                        [--include-peers B,B0,C,Cc,D] [--only JOB,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+
+from bench import report, workload
+
+DEFAULT_OUT = os.path.join("bench", "results", "latest.json")
+# Optional peers: key -> (result name, script and arguments, module it needs).
+OPTIONAL_PEERS = {
+    "B": ("B_tftutorial_maskfix_jit1", ["peer_b_tftutorial.py", "--jit", "1", "--fixmask", "1"],
+          None),
+    "B0": ("B_tftutorial_maskfix_jit0", ["peer_b_tftutorial.py", "--jit", "0", "--fixmask", "1"],
+           None),
+    "C": ("C_torch_eager", ["peer_c_torch.py", "--compile", "0"], "torch"),
+    "Cc": ("C_torch_compile", ["peer_c_torch.py", "--compile", "1"], "torch"),
+    "D": ("D_ctranslate2", ["peer_d_ct2.py"], "ctranslate2"),
+}
+# B is not run by default: with its 24 XLA programs for decoding it costs
+# 3-5 minutes, a third of the run; `--include-peers B` adds it.
+DEFAULT_PEERS = ""
+JOB_TIMEOUT_S = 1200
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="keras_s2s training and decoding throughput against peers, in one run.",
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: the shared protocol's BENCH_QUICK windows "
+                             "(3-step windows, 1 warm-up, 2 timed); not for results")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help="results JSON (default %(default)s; bench/results/ is git-ignored)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed windows and timed decode calls, for keras_s2s and the "
+                             "peers alike (default: the shared protocol's 5, 2 with --quick)")
+    parser.add_argument("--include-peers", default=DEFAULT_PEERS,
+                        help="comma-separated optional peers besides A (keras-hub, always "
+                             "run): B = tutorial design with masks fixed, XLA; B0 = same "
+                             "without XLA; C / Cc = torch eager / compiled (needs torch); "
+                             "D = CTranslate2 (needs ctranslate2); default: none")
+    parser.add_argument("--only", default="",
+                        help="run only these jobs (comma-separated names as printed, e.g. "
+                             "keras_s2s_jit1,bucketing); the start matmul peak always runs")
+    args = parser.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        parser.error(f"--repeats must be a positive integer; received {args.repeats}")
+    peers = [p.strip() for p in args.include_peers.split(",") if p.strip()]
+    unknown = sorted(set(peers) - set(OPTIONAL_PEERS))
+    if unknown:
+        parser.error(f"--include-peers: unknown {unknown}; choose from {sorted(OPTIONAL_PEERS)}")
+    args.peers = peers
+    args.only = [j.strip() for j in args.only.split(",") if j.strip()]
+    return args
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def plan(args, raw_dir: str):
+    """Ordered jobs: (name, kind, argv, result file) plus the reasons for skipped ones."""
+    py = sys.executable
+    jobs, skipped = [], []
+
+    def s2s(jit):
+        out = os.path.join(raw_dir, f"keras_s2s_jit{jit}.json")
+        return (f"keras_s2s_jit{jit}", "s2s",
+                [py, "-m", "bench.s2s_variant", "--jit", str(jit), "--out", out], out)
+
+    def peer(name, script_args):
+        return (name, "peer", [py, "-m", "bench.peer_runner", *script_args], None)
+
+    jobs.append(("matmul_start", "matmul",
+                 [py, "-m", "bench.matmul_peak", "--out", os.path.join(raw_dir, "matmul_peak.json")],
+                 os.path.join(raw_dir, "matmul_peak.json")))
+    a_ok = installed("keras_hub")
+    for jit in (1, 0):  # alternate ours and peer A, so slow drift hits both
+        jobs.append(s2s(jit))
+        if a_ok:
+            jobs.append(peer(f"A_kerashub_jit{jit}", ["peer_a_kerashub.py", "--jit", str(jit)]))
+    if not a_ok:
+        skipped.append("peer A (keras-hub): keras_hub not installed")
+    for key in args.peers:
+        name, script_args, module = OPTIONAL_PEERS[key]
+        if module and not installed(module):
+            skipped.append(f"{name}: {module} not installed")
+            continue
+        jobs.append(peer(name, script_args))
+    out = os.path.join(raw_dir, "bucketing.json")
+    jobs.append(("bucketing", "bucketing", [py, "-m", "bench.bucketing", "--out", out], out))
+    out = os.path.join(raw_dir, "matmul_peak_end.json")
+    jobs.append(("matmul_end", "matmul", [py, "-m", "bench.matmul_peak", "--out", out], out))
+    if args.only:
+        known = {job[0] for job in jobs}
+        unknown = sorted(set(args.only) - known)
+        if unknown:
+            raise SystemExit(f"--only: unknown job(s) {unknown}; jobs are {sorted(known)}")
+        jobs = [job for job in jobs if job[0] == "matmul_start" or job[0] in args.only]
+    return jobs, skipped
+
+
+def run_child(argv, log_path, env, timeout_s=JOB_TIMEOUT_S) -> dict:
+    """Runs one child to completion; returns exit code, wall time and its own peak RSS."""
+    import subprocess
+
+    started = time.perf_counter()
+    busy_before = busy_cpu_seconds()
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                cwd=workload.REPO_ROOT)
+        timed_out = False
+        while True:
+            # wait4 (not Popen.wait): the rusage of this child alone.
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - started > timeout_s and not timed_out:
+                proc.kill()  # our own child, by its pid
+                timed_out = True
+            time.sleep(0.2)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    child_cpu = usage.ru_utime + usage.ru_stime
+    return {
+        "returncode": proc.returncode,
+        "timed_out": timed_out,
+        "wall_seconds": wall,
+        "process_peak_rss_mib": usage.ru_maxrss / 1024.0,  # Linux: KiB
+        "child_cpu_seconds": child_cpu,
+        # The machine is shared: CPU the rest of the system used meanwhile,
+        # in cores (busy time of all CPUs minus this child's, per second).
+        "other_processes_cores": max(0.0, busy_cpu_seconds() - busy_before - child_cpu) / wall,
+        "log": log_path,
+    }
+
+
+def busy_cpu_seconds() -> float:
+    """Busy time of all CPUs since boot (/proc/stat), in seconds."""
+    with open("/proc/stat", encoding="utf-8") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def log_tail(path, lines=12) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def machine_info() -> dict:
+    model, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name") and model == "unknown":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    memory = "?"
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            memory = f"{int(f.readline().split()[1]) / 2**20:.1f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    simd = ", ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags)
+    return {
+        "cpu_model": model,
+        "cpu_count": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "simd": simd or "no AVX2",
+        "memory": memory,
+        "loadavg_start": loadavg(),
+    }
+
+
+def loadavg() -> str:
+    try:
+        with open("/proc/loadavg", encoding="utf-8") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def command_line(argv) -> str:
+    command = shlex.join([os.path.relpath(sys.executable), "-m", "bench.run", *argv])
+    return f"make bench ({command})" if os.environ.get("MAKELEVEL") and not argv else command
+
+
+def child_env(quick: bool, repeats: int | None, raw_dir: str) -> dict:
+    env = dict(os.environ)
+    env["BENCH_RAW_DIR"] = raw_dir
+    env["KERAS_BACKEND"] = "tensorflow"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (workload.REPO_ROOT, env.get("PYTHONPATH")) if p)
+    env.pop("BENCH_QUICK", None)
+    if quick:
+        env["BENCH_QUICK"] = "1"
+    env.pop(workload.REPEATS_ENV, None)
+    if repeats:
+        env[workload.REPEATS_ENV] = str(repeats)
+    return env
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    args.quick = args.quick or bool(os.environ.get("BENCH_QUICK"))
+    if args.quick:
+        os.environ["BENCH_QUICK"] = "1"  # before common.py is imported
+    if args.repeats:
+        os.environ[workload.REPEATS_ENV] = str(args.repeats)
+    common = workload.common()
+    started = time.perf_counter()
+
+    out_path = os.path.abspath(args.out)
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    log_dir = os.path.splitext(out_path)[0] + ".logs"
+    os.makedirs(log_dir, exist_ok=True)
+    raw_dir = tempfile.mkdtemp(prefix="keras_s2s_bench_raw_")
+    # common.save_raw (the peers) writes to RAW_DIR + "_quick" in quick mode.
+    peer_raw_dir = raw_dir + ("_quick" if args.quick else "")
+    env = child_env(args.quick, args.repeats, raw_dir)
+
+    results = {
+        "command": command_line(argv),
+        "quick": args.quick,
+        "machine": machine_info(),
+        "protocol": workload.protocol(common),
+        "workload": workload_line(common),
+        "flops_formula": "train FLOPs/step = 6 * N * T + attention-score FLOPs (common.py "
+                         "train_flops); N = trainable weights minus token/position embedding "
+                         "tables (output projection included), from the model's weights; "
+                         "T = non-pad target tokens. MFU = model FLOP/s / matmul peak at start.",
+        "timing_method": "model.fit(epochs=warm-up+timed windows, steps_per_epoch=WINDOW_STEPS) "
+                         "with the peers' keras_timing.WindowTimer callback: window time = "
+                         "on_epoch_end - on_epoch_begin stamps; compile s = first step "
+                         "(fit start -> first on_train_batch_end) - median step.",
+        "installed": {m: installed(m) for m in ("keras_hub", "torch", "ctranslate2")},
+        "out": args.out,
+        "runs": {},
+        "rows": {},
+        "not_measured": [],
+    }
+    jobs, skipped = plan(args, raw_dir)
+    results["not_measured"] += skipped
+    print(results["command"], flush=True)
+    machine = results["machine"]
+    print(f"machine: {machine['cpu_model']}, {machine['cpu_count']} cores, "
+          f"load {machine['loadavg_start']}", flush=True)
+    try:
+        for index, (name, kind, child_argv, result_path) in enumerate(jobs, 1):
+            if kind == "s2s" and results.get("matmul_peak_gflops"):
+                child_argv = [*child_argv, "--peak-gflops", str(results["matmul_peak_gflops"])]
+            print(f"[{index}/{len(jobs)}] {name} ...", end=" ", flush=True)
+            job = run_child(child_argv, os.path.join(log_dir, name + ".log"), env)
+            if result_path is None:  # a peer script names its own file
+                result_path = os.path.join(peer_raw_dir, name + ".json")
+            result, error = None, None
+            if job["returncode"] == 0 and os.path.isfile(result_path):
+                with open(result_path, encoding="utf-8") as f:
+                    result = json.load(f)
+            else:
+                last_line = (log_tail(job["log"]).strip().splitlines() or [""])[-1]
+                timed_out = " (timed out)" if job["timed_out"] else ""
+                error = (f"exit {job['returncode']}{timed_out}; "
+                         f"log {os.path.relpath(job['log'])}: {last_line}")
+            results["runs"][name] = {"job": job, "result": result, "error": error}
+            print(f"{job['wall_seconds']:.0f} s (other processes used "
+                  f"{job['other_processes_cores']:.1f} cores meanwhile)"
+                  + (f"  FAILED: {error}" if error else ""), flush=True)
+            if result is None:
+                if kind == "bucketing":
+                    results["bucketing"] = {"error": error}
+                elif kind in ("s2s", "peer"):
+                    row = {"name": name, "label": report.LABELS.get(name, (name,))[0],
+                           "error": error}
+                    results["rows"][name] = row
+                continue
+            if name == "matmul_start":
+                results["matmul_peak_gflops"] = result["peak_gflops"]
+            elif name == "matmul_end":
+                results["matmul_peak_gflops_end"] = result["peak_gflops"]
+            elif kind == "bucketing":
+                results["bucketing"] = result
+            else:
+                row = report.summary_row(name, result, job["process_peak_rss_mib"])
+                results["rows"][name] = row
+                print(f"    train {report.fmt(row['train_tokens_per_s'], '.0f')} tokens/s, "
+                      f"MFU {report.fmt(row['mfu'], '.2f')}, "
+                      f"greedy {report.fmt(row['greedy_sent_per_s'], '.0f')} sentences/s",
+                      flush=True)
+    finally:
+        shutil.rmtree(raw_dir, ignore_errors=True)
+        shutil.rmtree(raw_dir + "_quick", ignore_errors=True)
+
+    # Table order, not run order.
+    order = list(report.LABELS)
+    results["rows"] = dict(sorted(results["rows"].items(),
+                                  key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
+    installed_modules = results["installed"]
+    results["ratios"] = report.ratios(results["rows"], report.load_reference(workload.PEERS_DIR),
+                                      installed_modules)
+    results["not_measured"] += not_measured_notes(results, installed_modules)
+    results["machine"]["loadavg_end"] = loadavg()
+    others = [run["job"]["other_processes_cores"] for run in results["runs"].values()]
+    results["machine"]["other_processes_cores_per_job"] = {
+        name: round(run["job"]["other_processes_cores"], 2)
+        for name, run in results["runs"].items()}
+    results["machine"]["other_processes_cores_max"] = max(others) if others else None
+    results["wall_seconds"] = time.perf_counter() - started
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, default=str)
+    print()
+    print(report.markdown(results), flush=True)
+    failed = [name for name, run in results["runs"].items() if run["error"]]
+    return 1 if failed else 0
+
+
+def workload_line(common) -> str:
+    c = common
+    return (
+        f"V={c.VOCAB}, d={c.D_MODEL}, {c.HEADS} heads, FF {c.D_FF}, {c.N_ENC}+{c.N_DEC} "
+        f"layers, dropout {c.DROPOUT}; batch {c.BATCH}, lengths {c.MIN_LEN}..{c.MAX_LEN} "
+        f"padded to {c.TGT_LEN}; tokens = non-pad target tokens; median of "
+        f"{c.TIMED_WINDOWS} windows of {c.WINDOW_STEPS} steps after {c.WARMUP_WINDOWS} "
+        f"warm-up windows; greedy/beam: {c.BATCH} sources x {c.DECODE_NEW_TOKENS} new "
+        f"tokens, median of {c.DECODE_REPEATS} calls after {c.DECODE_WARMUP} warm-up"
+    )
+
+
+def not_measured_notes(results, installed_modules) -> list[str]:
+    notes = []
+    if not installed_modules["torch"]:
+        notes.append("torch peer (C): torch is not installed in this environment; its ratio "
+                     "comes from ../shared/bench/peers/reference-results.json "
+                     f"({report.REFERENCE_NOTE})")
+    if not installed_modules["ctranslate2"]:
+        notes.append("CTranslate2 decoding (D): ctranslate2 is not installed")
+    notes.append("beam search for the peers: none of them implements it on this workload")
+    if not any(name.startswith("B_") for name in results["rows"]):
+        notes.append("peer B (TF tutorial design) is not run by default (3-5 min, mostly XLA "
+                     "compiles of its uncached decoder); `--include-peers B` adds it. Its "
+                     "ratio is estimated through peer A from the reference run")
+    return notes
+
+
+if __name__ == "__main__":
+    sys.exit(main())
