@@ -55,7 +55,7 @@ def cached_tokenizers(source_path, target_path, vocabulary_size):
 
 def full_batch_size(batch_tokens, source_length, target_length, multiple=8):
     """make_dataset's documented batch size of a bucket pair (not its last, smaller batch)."""
-    size = batch_tokens // max(source_length, target_length)
+    size = batch_tokens // max(source_length, target_length)  # one length per bucket here
     return max(multiple, size - size % multiple)
 
 
@@ -84,6 +84,7 @@ def padding_on_multi30k(corpus_dir=MULTI30K) -> dict:
         target_tokenizer,
         max_length=max_length,
         batch_tokens=train_config.batch_tokens,
+        pad_sides_together=True,  # as keras_s2s.training.trainer batches
         shuffle=True,
         shuffle_buffer=train_config.shuffle_buffer,
         seed=train_config.seed,
@@ -108,6 +109,7 @@ def padding_on_multi30k(corpus_dir=MULTI30K) -> dict:
             "shuffle_buffer": train_config.shuffle_buffer,
             "seed": train_config.seed,
             "repeat": False,
+            "pad_sides_together": True,
         },
         "tokenizers_from_cache": cached,
         "tokenizer_seconds": tokenizer_seconds,

@@ -193,7 +193,7 @@ class TrainConfig:
     # Execution.
     strategy: str = _field("auto", f"tf.distribute strategy: {', '.join(STRATEGIES)}")
     tpu: str = _field("", "TPU name or address for TPUStrategy (implies --strategy tpu)")
-    jit_compile: bool = _field(False, "compile the train step with XLA (on this project's 2-core CPU bench, plain TF trained faster: bench/README.md)")
+    jit_compile: bool = _field(False, "compile the train step with XLA (on the 2-core CPU bench it trains no faster than plain TF and compiles once per batch shape; try it on GPU/TPU)")
     precision: str = _field("auto", f"dtype policy: {', '.join(PRECISIONS)} (auto: bf16 on TPU, fp16 on GPU, fp32 on CPU)")
     seed: int = _field(1234, "seed of weights, shuffling and dropout")
     backup_every_steps: int = _field(100, "steps between BackupAndRestore backups (resume after a crash)")

@@ -45,3 +45,23 @@ def test_evaluate_script_without_a_run_is_an_error(tmp_path):
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "error:" in result.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_on_aligned_file_pairs(tiny_run, tmp_path):
+    # The ../shared/data layout: two line-aligned files (Multi30k when present).
+    from tests.conftest import SHARED_DATA
+
+    multi30k = os.path.join(SHARED_DATA, "multi30k")
+    if not os.path.isdir(multi30k):
+        pytest.skip(f"real data absent: {multi30k} (see ../shared/data/README.md)")
+    from keras_s2s.evaluation import evaluate_run
+
+    corpus = (os.path.join(multi30k, "test2016.en"), os.path.join(multi30k, "test2016.de"))
+    metrics = evaluate_run(tiny_run, corpus, beam_size=1, max_sentences=8,
+                           output_dir=str(tmp_path), verbose=0)
+    hypotheses = (tmp_path / "hypotheses.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    with open(corpus[1], encoding="utf-8") as f:
+        references = [line.strip() for line, _ in zip(f, range(8))]
+    assert metrics["sentences"] == 8 == len(hypotheses)
+    assert metrics["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score)

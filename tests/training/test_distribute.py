@@ -123,3 +123,11 @@ def test_stock_keras_multi_worker_fit_still_needs_the_fix(tmp_path):
     )
     assert any(code != 0 for code in returncodes)
     assert any("PerReplica" in out for out in outputs), outputs[0][-2000:]
+
+
+def test_precision_follows_the_hardware():
+    from keras_s2s.training.strategy import resolve_precision
+
+    strategy = tf.distribute.get_strategy()
+    assert resolve_precision("auto", strategy) == "float32"  # CPU only here
+    assert resolve_precision("mixed_bfloat16", strategy) == "mixed_bfloat16"
