@@ -4,8 +4,9 @@ Multi30k En->De train (../shared/data/multi30k), SentencePiece tokenizers
 trained with `keras_s2s.data.train_tokenizers` (vocabulary 8000 per side,
 cached in a temporary folder keyed by the corpus files and settings), batches
 from `keras_s2s.data.make_dataset` with the TrainConfig / ModelConfig
-defaults `make run` uses (4096-token batches, max_length 128, buckets every 8
-tokens), one shuffled epoch counted by `keras_s2s.data.padding_statistics`.
+defaults `make run` uses (4096-token batches, max_length 128, the trainer's
+buckets: one per length without XLA, every 8 tokens with XLA), one shuffled
+epoch each, counted by `keras_s2s.data.padding_statistics`.
 
     python -m bench.bucketing --out PATH
 """
@@ -59,14 +60,24 @@ def full_batch_size(batch_tokens, source_length, target_length, multiple=8):
     return max(multiple, size - size % multiple)
 
 
-def padding_on_multi30k(corpus_dir=MULTI30K) -> dict:
-    """Real-token fraction and distinct batch shapes of one training epoch."""
+def padding_on_multi30k(corpus_dir=MULTI30K, jit_compile=False) -> dict:
+    """Real-token fraction and distinct batch shapes of one training epoch.
+
+    The buckets are the trainer's for `jit_compile` (`train_bucket_width`
+    with `--bucket_width 0`): one per length without XLA, width 8 with it.
+    """
     from keras_s2s import data
     from keras_s2s.config import ModelConfig, TrainConfig
 
     source_path = os.path.join(corpus_dir, "train.en")
     target_path = os.path.join(corpus_dir, "train.de")
+    from keras_s2s.training.trainer import train_bucket_width
+
     train_config = TrainConfig()
+    width = train_bucket_width(train_config, jit_compile)
+    boundaries = data.default_bucket_boundaries(
+        ModelConfig(source_vocabulary_size=2, target_vocabulary_size=2).max_length, width
+    )
     max_length = ModelConfig(source_vocabulary_size=2, target_vocabulary_size=2).max_length
 
     started = time.perf_counter()
@@ -84,6 +95,7 @@ def padding_on_multi30k(corpus_dir=MULTI30K) -> dict:
         target_tokenizer,
         max_length=max_length,
         batch_tokens=train_config.batch_tokens,
+        bucket_boundaries=boundaries,
         pad_sides_together=True,  # as keras_s2s.training.trainer batches
         shuffle=True,
         shuffle_buffer=train_config.shuffle_buffer,
@@ -105,7 +117,9 @@ def padding_on_multi30k(corpus_dir=MULTI30K) -> dict:
                                  target_tokenizer.vocabulary_size],
             "max_length": max_length,
             "batch_tokens": train_config.batch_tokens,
-            "bucket_boundaries": data.default_bucket_boundaries(max_length),
+            "jit_compile": jit_compile,
+            "bucket_width": width,
+            "bucket_boundaries": boundaries,
             "shuffle_buffer": train_config.shuffle_buffer,
             "seed": train_config.seed,
             "repeat": False,
@@ -137,8 +151,11 @@ def main(argv=None) -> None:
     if not os.path.isdir(MULTI30K):
         result = {"skipped": f"no corpus at {MULTI30K}"}
     else:
-        result = padding_on_multi30k()
-        print(result["summary"], flush=True)
+        # Top level: the CPU default (no XLA); "xla": the XLA buckets.
+        result = padding_on_multi30k(jit_compile=False)
+        result["xla"] = padding_on_multi30k(jit_compile=True)
+        for run in (result, result["xla"]):
+            print(f"bucket width {run['settings']['bucket_width']}: {run['summary']}", flush=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
 

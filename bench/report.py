@@ -200,8 +200,12 @@ def markdown(results: dict) -> str:
         lines.append(f"- {ratio['what']}{value}")
     bucketing = results.get("bucketing") or {}
     if "summary" in bucketing:
-        padding = (f"{bucketing['summary']}; {bucketing['distinct_full_batch_shapes']} "
-                   "full-size shapes (the set a repeating pipeline shows)")
+        padding = "; ".join(
+            f"{label} (bucket width {run['settings']['bucket_width']}): {run['summary']}, "
+            f"{run['distinct_full_batch_shapes']} full-size shapes (what a repeating pipeline shows)"
+            for label, run in (("no XLA", bucketing), ("XLA", bucketing.get("xla")))
+            if run
+        )
     else:
         padding = bucketing.get("skipped") or bucketing.get("error") or "not run"
     lines += ["", f"Real data (keras_s2s.data on Multi30k train): {padding}"]

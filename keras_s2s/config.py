@@ -13,6 +13,7 @@ from typing import Any
 
 NORM_POSITIONS = ("pre", "post")
 POSITION_KINDS = ("sinusoidal", "learned")
+TIE_EMBEDDINGS = ("none", "target", "all")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -33,6 +34,12 @@ class ModelConfig:
         norm_position: "pre" (LayerNorm before each sublayer, more stable)
             or "post" (after the residual add, as in the original paper).
         layer_norm_epsilon: epsilon of every LayerNormalization.
+        tie_embeddings: "none"; "target" (the output projection is the
+            transposed target embedding, no bias); or "all" (one embedding
+            matrix for source tokens, target tokens and the output
+            projection; needs a shared vocabulary, so equal sizes). Tying
+            saves V x D parameters per tied matrix and regularises small
+            corpora.
     """
 
     source_vocabulary_size: int
@@ -47,6 +54,7 @@ class ModelConfig:
     positions: str = "sinusoidal"
     norm_position: str = "pre"
     layer_norm_epsilon: float = 1e-6
+    tie_embeddings: str = "none"
 
     def __post_init__(self) -> None:
         for name in (
@@ -87,6 +95,16 @@ class ModelConfig:
             )
         _check_choice("positions", self.positions, POSITION_KINDS)
         _check_choice("norm_position", self.norm_position, NORM_POSITIONS)
+        _check_choice("tie_embeddings", self.tie_embeddings, TIE_EMBEDDINGS)
+        if self.tie_embeddings == "all" and (
+            self.source_vocabulary_size != self.target_vocabulary_size
+        ):
+            raise ValueError(
+                '`tie_embeddings="all"` needs one vocabulary for both sides '
+                "(train with shared_vocabulary); received source_vocabulary_size="
+                f"{self.source_vocabulary_size}, target_vocabulary_size="
+                f"{self.target_vocabulary_size}"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -152,6 +170,7 @@ SCHEDULES = ("inverse_sqrt", "cosine")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 TOKENIZER_TYPES = ("unigram", "bpe")
+EARLY_STOPPING_METRICS = ("val_loss", "val_bleu")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -176,6 +195,7 @@ class TrainConfig:
     tokenizer_type: str = _field("unigram", f"SentencePiece model type: {' or '.join(TOKENIZER_TYPES)}")
     # Batching.
     batch_tokens: int = _field(4096, "token budget of one global batch (source or target side, padded)")
+    bucket_width: int = _field(0, "padded lengths are multiples of this many tokens; 0 = auto: 1 without XLA (least padding, many shapes), 8 with XLA (few shapes to compile)")
     shuffle_buffer: int = _field(20000, "examples in the shuffle buffer")
     # Optimisation.
     epochs: int = _field(10, "number of epochs")
@@ -197,6 +217,11 @@ class TrainConfig:
     precision: str = _field("auto", f"dtype policy: {', '.join(PRECISIONS)} (auto: bf16 on TPU, fp16 on GPU, fp32 on CPU)")
     seed: int = _field(1234, "seed of weights, shuffling and dropout")
     backup_every_steps: int = _field(100, "steps between BackupAndRestore backups (resume after a crash)")
+    time_budget_minutes: float = _field(0.0, "stop before an epoch that would end later than this many minutes after training started (0 = no limit)")
+    # Monitoring.
+    validation_bleu_sentences: int = _field(200, "validation pairs greedy-decoded after every epoch to log val_bleu (0 = off)")
+    early_stopping_patience: int = _field(0, "stop after this many epochs without improvement of --early-stopping-metric (0 = off)")
+    early_stopping_metric: str = _field("val_loss", f"metric watched by early stopping: {' or '.join(EARLY_STOPPING_METRICS)}")
     # Decoding during evaluation.
     beam_size: int = _field(4, "beam size for evaluation and translation (1 = greedy)")
     length_penalty: float = _field(0.6, "GNMT length-penalty alpha of beam search")
@@ -206,7 +231,8 @@ class TrainConfig:
         for name in ("builtin_train_size", "max_source_words", "vocabulary_size", "batch_tokens",
                      "shuffle_buffer", "epochs", "beam_size", "backup_every_steps"):
             _check_positive_int(name, getattr(self, name))
-        for name in ("steps_per_epoch", "warmup_steps", "total_steps", "builtin_seed", "seed", "verbose"):
+        for name in ("steps_per_epoch", "warmup_steps", "total_steps", "builtin_seed", "seed", "verbose",
+                     "validation_bleu_sentences", "early_stopping_patience", "bucket_width"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(
@@ -214,7 +240,7 @@ class TrainConfig:
                 )
         for name in ("learning_rate",):
             _check_positive_float(name, getattr(self, name))
-        for name in ("weight_decay", "clip_norm", "length_penalty"):
+        for name in ("weight_decay", "clip_norm", "length_penalty", "time_budget_minutes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(
@@ -229,6 +255,14 @@ class TrainConfig:
         _check_choice("strategy", self.strategy, STRATEGIES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("tokenizer_type", self.tokenizer_type, TOKENIZER_TYPES)
+        _check_choice("early_stopping_metric", self.early_stopping_metric, EARLY_STOPPING_METRICS)
+        if self.early_stopping_metric == "val_bleu" and self.early_stopping_patience and not (
+            self.validation_bleu_sentences
+        ):
+            raise ValueError(
+                "early stopping on val_bleu needs validation_bleu_sentences > 0; received "
+                "validation_bleu_sentences=0"
+            )
         if not self.train:
             raise ValueError("`train` must name a corpus; received train=''")
 

@@ -1,5 +1,6 @@
 """Evaluation of a trained run: teacher-forced loss/accuracy/perplexity, then
-decoding scored with sacreBLEU (BLEU and chrF, with their signatures).
+decoding scored with sacreBLEU (BLEU and chrF, with their signatures), and
+optionally the lowercased, Moses-tokenised BLEU that papers report.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import time
 import keras
 import sacrebleu
 import tensorflow as tf
+from sacremoses import MosesPunctNormalizer, MosesTokenizer
+from sacremoses.corpus import NonbreakingPrefixes
 
 from keras_s2s import data
 from keras_s2s.config import ModelConfig
@@ -38,6 +41,136 @@ def score(hypotheses, references) -> dict:
     }
 
 
+def check_moses_language(language) -> None:
+    """Raises unless `language` is a code with Moses nonbreaking prefixes ("de", "en", ...)."""
+    # tokenizer.perl silently falls back to English for unknown codes, and the
+    # normaliser's German rules would silently not apply to "DE" or "german".
+    languages = sorted(set(NonbreakingPrefixes().available_langs.values()))
+    if language not in languages:
+        raise ValueError(
+            f"`language` must be a Moses language code, one of {', '.join(languages)}; "
+            f"received language={language!r}"
+        )
+
+
+def moses_lc_tokenize(lines, language: str) -> list[str]:
+    """Lowercases, normalises punctuation and Moses-tokenises, as `*.lc.norm.tok.*` were made.
+
+    Replicates `lowercase.perl | normalize-punctuation.perl -l L | tokenizer.perl -l L`
+    (tokenizer.perl defaults: XML escaping on, no aggressive hyphen splitting), the
+    pipeline of Multi30k's `scripts/task1-tokenize.sh`. It reproduces every line of
+    the Multi30k train, val and test2016 `tok/` files in both languages.
+
+    Args:
+        lines: an iterable of sentences (a trailing newline is ignored).
+        language: a Moses language code, e.g. "de" or "en".
+
+    Returns:
+        One space-separated, lowercased, XML-escaped string per line.
+
+    Example:
+    >>> moses_lc_tokenize(["Ein Mann sagt: „It's fine.“"], "de")
+    ['ein mann sagt : &quot; it &apos; s fine &quot; .']
+    """
+    if isinstance(lines, str):
+        raise TypeError(
+            "`lines` must be an iterable of sentences, not one string; "
+            f"received lines={lines!r:.80}. Wrap a single sentence in a list."
+        )
+    check_moses_language(language)
+    # perl_parity keeps normalize-punctuation.perl's quirk of turning a lone "’" into
+    # a double quote (train.de has "Hook ’em Horns" -> `&quot; em`).
+    normalizer = MosesPunctNormalizer(lang=language, perl_parity=True)
+    tokenizer = MosesTokenizer(lang=language)
+    tokenized = []
+    for line in lines:
+        # Perl reads each line with its newline, and the de/es/fr rule
+        # `(\.+)"(\s*[^<])` matches it: a sentence-final `."` becomes `".`.
+        normalized = normalizer.normalize(line.rstrip("\n").lower() + "\n")
+        tokenized.append(
+            tokenizer.tokenize(
+                normalized, aggressive_dash_splits=False, escape=True, return_str=True
+            )
+        )
+    return tokenized
+
+
+def tokenized_bleu(hypotheses, tokenized_references, language: str) -> dict:
+    """Lowercased, Moses-tokenised corpus BLEU, comparable with multi-bleu.perl / fairseq BLEU4.
+
+    Hypotheses go through `moses_lc_tokenize`; references must already be
+    tokenised that way (e.g. Multi30k's `tok/test2016.lc.norm.tok.de`). Scoring
+    splits on whitespace and, like those tools, does not smooth: a corpus with
+    no matching 4-gram scores 0.
+
+    Args:
+        hypotheses: detokenised system outputs, one per sentence.
+        tokenized_references: one tokenised, lowercased reference per hypothesis.
+        language: the target language's Moses code, e.g. "de".
+
+    Returns:
+        `bleu_lc_tok` (the score), `bleu_lc_tok_signature` (sacreBLEU's, plus
+        the preprocessing as `pre:moses-lc-norm-tok-LANG`) and `bleu_lc_tok_text`.
+    """
+    hypotheses = list(hypotheses)
+    tokenized_references = list(tokenized_references)
+    if len(hypotheses) != len(tokenized_references):
+        raise ValueError(
+            "`hypotheses` and `tokenized_references` must have one entry per sentence; "
+            f"received {len(hypotheses)} hypotheses and {len(tokenized_references)} references"
+        )
+    bleu = sacrebleu.metrics.BLEU(
+        tokenize="none", force=True, lowercase=False, smooth_method="none"
+    )
+    result = bleu.corpus_score(
+        moses_lc_tokenize(hypotheses, language), [tokenized_references]
+    )
+    return {
+        "bleu_lc_tok": result.score,
+        "bleu_lc_tok_signature": f"{bleu.get_signature()}|pre:moses-lc-norm-tok-{language}",
+        "bleu_lc_tok_text": str(result),
+    }
+
+
+def read_tokenized_reference(path: str, corpus_lines: int, evaluated: int) -> list[str]:
+    """The first `evaluated` lines of a tokenised reference aligned with the corpus.
+
+    Args:
+        path: one tokenised reference per line.
+        corpus_lines: lines (pairs) in the evaluated corpus.
+        evaluated: how many of them are evaluated (`max_sentences` truncation).
+
+    Returns:
+        `evaluated` references, without their newlines.
+    """
+    with open(path, encoding="utf-8") as f:
+        references = [line.rstrip("\r\n") for line in f]
+    if len(references) not in (corpus_lines, evaluated):
+        also = f" or the {evaluated} evaluated ones" if evaluated != corpus_lines else ""
+        raise ValueError(
+            f"`tokenized_reference` {path} has {len(references)} lines, but must have "
+            f"one per corpus pair ({corpus_lines}){also}; pass the tokenised copy "
+            "of the corpus's target side"
+        )
+    return references[:evaluated]
+
+
+def saved_model_translate(path: str):
+    """A `sentences -> translations` function over an export's serving_default."""
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        raise ValueError(
+            f"`saved_model` {path!r} is not an exported version directory (no saved_model.pb); "
+            "pass saved_models/NAME/VERSION"
+        )
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+
+    def translate(sentences):
+        outputs = serve(inputs=tf.constant(list(sentences), tf.string))["outputs"]
+        return [text.decode("utf-8") for text in outputs.numpy()]
+
+    return translate
+
+
 def teacher_forced_metrics(model, dataset) -> dict:
     """Loss (no label smoothing), masked token accuracy and perplexity."""
     model.compile(loss=MaskedCrossEntropy(), metrics=[masked_accuracy()], jit_compile=False)
@@ -60,6 +193,9 @@ def evaluate_run(
     max_sentences: int | None = None,
     output_dir: str | None = None,
     verbose: int = 1,
+    tokenized_reference: str | None = None,
+    language: str | None = None,
+    saved_model: str | None = None,
 ) -> dict:
     """Evaluates a run directory on a corpus and writes hypotheses and metrics.
 
@@ -74,16 +210,28 @@ def evaluate_run(
         output_dir: where `hypotheses.txt` and `metrics.json` go
             (default: RUN_DIR/eval).
         verbose: 1 shows a progress bar while decoding.
+        tokenized_reference: a lowercased, Moses-tokenised copy of the corpus's
+            target side (e.g. Multi30k `tok/test2016.lc.norm.tok.de`), one line
+            per pair; adds `bleu_lc_tok` (see `tokenized_bleu`). With
+            `max_sentences`, its first N lines are used.
+        language: the target language's Moses code (e.g. "de"); required with
+            `tokenized_reference`.
+        saved_model: an exported version directory (saved_models/NAME/N):
+            translate through its `serving_default` signature, tokenization
+            included, instead of the in-process Translator. Its beam size and
+            length penalty are the ones fixed at export; `beam_size` and
+            `length_penalty` are then ignored.
 
     Returns:
         The metrics dict (also written to `metrics.json`).
+
+    The corpus and `tokenized_reference` are checked before the model loads.
     """
-    output_dir = output_dir or os.path.join(run_dir, "eval")
-    os.makedirs(output_dir, exist_ok=True)
-    translator = Translator.from_run_dir(
-        run_dir, beam_size=beam_size, length_penalty=length_penalty
-    )
-    config = ModelConfig.load(os.path.join(run_dir, "config.json"))
+    if (tokenized_reference is None) != (language is None):
+        raise ValueError(
+            "`tokenized_reference` and `language` go together: pass both or neither; "
+            f"received tokenized_reference={tokenized_reference!r}, language={language!r}"
+        )
     stats = data.CorpusStats()
     pairs = list(data.read_corpus(corpus, stats=stats))
     if max_sentences:
@@ -92,6 +240,24 @@ def evaluate_run(
         raise ValueError(f"`corpus` {corpus!r} holds no pairs to evaluate")
     sources = [source for source, _ in pairs]
     references = [target for _, target in pairs]
+    if tokenized_reference is not None:
+        if stats.skipped_empty:
+            raise ValueError(
+                f"`corpus` {corpus!r} has {stats.skipped_empty} pairs with an empty side, "
+                "which evaluation skips, so `tokenized_reference` no longer lines up "
+                "with it; remove those lines from both"
+            )
+        check_moses_language(language)
+        tokenized_references = read_tokenized_reference(
+            tokenized_reference, stats.read, len(pairs)
+        )
+
+    output_dir = output_dir or os.path.join(run_dir, "eval")
+    os.makedirs(output_dir, exist_ok=True)
+    translator = Translator.from_run_dir(
+        run_dir, beam_size=beam_size, length_penalty=length_penalty
+    )
+    config = ModelConfig.load(os.path.join(run_dir, "config.json"))
 
     dataset = data.make_dataset(
         data.pairs_dataset(pairs),
@@ -106,20 +272,25 @@ def evaluate_run(
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(count_batches(dataset)))
     metrics = teacher_forced_metrics(translator.model, dataset)
 
+    translate = translator.translate if saved_model is None else saved_model_translate(saved_model)
     started = time.perf_counter()
     progress = keras.utils.Progbar(len(sources), unit_name="sentence", verbose=verbose)
     hypotheses = []
     for start in range(0, len(sources), batch_size):
-        hypotheses += translator.translate(sources[start : start + batch_size])
+        hypotheses += translate(sources[start : start + batch_size])
         progress.update(len(hypotheses))
     decode_seconds = time.perf_counter() - started
 
     metrics.update(score(hypotheses, references))
+    if tokenized_reference is not None:
+        metrics.update(tokenized_bleu(hypotheses, tokenized_references, language))
+        metrics.update({"tokenized_reference": tokenized_reference, "language": language})
     metrics.update(
         {
             "sentences": len(sources),
-            "beam_size": beam_size,
-            "length_penalty": length_penalty,
+            "beam_size": beam_size if saved_model is None else None,
+            "length_penalty": length_penalty if saved_model is None else None,
+            "decoded_by": "translator" if saved_model is None else f"saved_model:{saved_model}",
             "decode_seconds": decode_seconds,
             "sentences_per_second": len(sources) / decode_seconds,
             "corpus": corpus if isinstance(corpus, str) else list(corpus),

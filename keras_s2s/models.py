@@ -13,6 +13,8 @@ V target vocabulary, L cache length, H heads, K head dim.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from typing import Callable
 
 import keras
 from keras import ops
@@ -25,6 +27,7 @@ from keras_s2s.layers.positional_embedding import PositionalEmbedding
 
 ENCODER_INPUT = "encoder_tokens"
 DECODER_INPUT = "decoder_tokens"
+SHARED_EMBEDDING = "shared_embedding"  # the layer's name when tie_embeddings="all"
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
@@ -53,7 +56,9 @@ class TransformerParts:
     target_embedding: PositionalEmbedding
     decoder_layers: list[DecoderLayer]
     decoder_norm: keras.layers.Layer | None
-    output_projection: keras.layers.Dense
+    # A Dense layer named "logits", or the target embedding called in reverse
+    # (tied embeddings): hidden (B, T, D) -> float32 logits (B, T, V).
+    output_projection: Callable
 
     @classmethod
     def create(cls, config: ModelConfig) -> "TransformerParts":
@@ -83,25 +88,35 @@ class TransformerParts:
                 name=name,
             )
 
+        if config.tie_embeddings == "all":
+            target_embedding = embedding(config.target_vocabulary_size, SHARED_EMBEDDING)
+            source_embedding = target_embedding
+        else:
+            target_embedding = embedding(config.target_vocabulary_size, "target_embedding")
+            source_embedding = embedding(config.source_vocabulary_size, "source_embedding")
+        if config.tie_embeddings == "none":
+            output_projection = keras.layers.Dense(
+                config.target_vocabulary_size,
+                dtype="float32",  # logits in float32 even under mixed precision
+                name="logits",
+            )
+        else:
+            output_projection = functools.partial(target_embedding, reverse=True)
         return cls(
-            source_embedding=embedding(config.source_vocabulary_size, "source_embedding"),
+            source_embedding=source_embedding,
             source_padding=PaddingMask(name="source_padding_mask"),
             encoder_layers=[
                 EncoderLayer(**block_args, name=f"encoder_layer_{i}")
                 for i in range(config.num_encoder_layers)
             ],
             encoder_norm=final_norm("encoder_norm"),
-            target_embedding=embedding(config.target_vocabulary_size, "target_embedding"),
+            target_embedding=target_embedding,
             decoder_layers=[
                 DecoderLayer(**block_args, name=f"decoder_layer_{i}")
                 for i in range(config.num_decoder_layers)
             ],
             decoder_norm=final_norm("decoder_norm"),
-            output_projection=keras.layers.Dense(
-                config.target_vocabulary_size,
-                dtype="float32",  # logits in float32 even under mixed precision
-                name="logits",
-            ),
+            output_projection=output_projection,
         )
 
     @classmethod
@@ -116,15 +131,23 @@ class TransformerParts:
             return found
 
         try:
+            if SHARED_EMBEDDING in names:
+                source_embedding = target_embedding = names[SHARED_EMBEDDING]
+            else:
+                source_embedding = names["source_embedding"]
+                target_embedding = names["target_embedding"]
+            output_projection = names.get("logits") or functools.partial(
+                target_embedding, reverse=True
+            )
             return cls(
-                source_embedding=names["source_embedding"],
+                source_embedding=source_embedding,
                 source_padding=names["source_padding_mask"],
                 encoder_layers=numbered("encoder_layer"),
                 encoder_norm=names.get("encoder_norm"),
-                target_embedding=names["target_embedding"],
+                target_embedding=target_embedding,
                 decoder_layers=numbered("decoder_layer"),
                 decoder_norm=names.get("decoder_norm"),
-                output_projection=names["logits"],
+                output_projection=output_projection,
             )
         except KeyError as missing:
             raise ValueError(

@@ -555,3 +555,19 @@ def test_search_functions_reject_bad_arguments(model, sources):
         )
     with pytest.raises(ValueError, match=r"received max_length=20"):
         model_step_fn(model, sources, max_length=20)
+
+
+@pytest.mark.parametrize("tie", ["target", "all"])
+def test_cached_greedy_equals_naive_loop_with_tied_embeddings(tie, sources):
+    from tests.test_models import make_tied_model
+
+    keras.utils.set_random_seed(11)
+    tied = make_tied_model(tie)
+    end_id = 49
+    expected = naive_greedy(tied, sources, end_id, max_length=MAX_LENGTH)
+    for jit_compile in (False, True):
+        ids = greedy_decode(
+            tied, sources, start_id=START, end_id=end_id, max_length=MAX_LENGTH,
+            jit_compile=jit_compile,
+        )
+        np.testing.assert_array_equal(np.asarray(ids), expected)

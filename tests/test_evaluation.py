@@ -6,8 +6,20 @@ import sys
 import pytest
 import sacrebleu
 
-from keras_s2s.evaluation import score
-from tests.conftest import REPO_ROOT
+from keras_s2s.evaluation import evaluate_run, moses_lc_tokenize, score, tokenized_bleu
+from tests.conftest import REPO_ROOT, SHARED_DATA
+
+MULTI30K = os.path.join(SHARED_DATA, "multi30k")
+
+
+def read_lines(path):
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def require_multi30k():
+    if not os.path.isdir(MULTI30K):
+        pytest.skip(f"real data absent: {MULTI30K} (see ../shared/data/README.md)")
 
 
 def test_score_is_sacrebleu():
@@ -37,6 +49,162 @@ def test_evaluate_script_writes_metrics_matching_sacrebleu(tiny_run, tmp_path):
     assert metrics["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, [references]).score)
     for key in ("loss", "accuracy", "perplexity", "bleu_signature"):
         assert key in metrics
+    assert "bleu_lc_tok" not in metrics and "lc-tok" not in result.stdout  # flags not given
+
+
+@pytest.mark.parametrize(
+    "language, line, expected",
+    [
+        # Apostrophes split and XML-escaped (English keeps "'s" together).
+        ("en", "A man's dog isn't here.", "a man &apos;s dog isn &apos;t here ."),
+        ("de", "Levi's Anzeige.", "levi &apos; s anzeige ."),
+        # German quotes become '"', escaped; a final period moves outside them.
+        ("de", "Er sagt: „Komm jetzt.“", "er sagt : &quot; komm jetzt &quot; ."),
+        ("en", 'He said "come now."', "he said &quot; come now . &quot;"),
+        # Lowercasing covers umlauts; German decimal commas stay inside numbers.
+        ("de", "ÄRZTE und Öfen, 3,5 km – weit…", "ärzte und öfen , 3,5 km - weit ..."),
+        ("de", "Ein Hund (braun) & eine Katze [klein].",
+         "ein hund ( braun ) &amp; eine katze &#91; klein &#93; ."),
+        # Leading/trailing whitespace and a tab, as in 40 lines of Multi30k train.de.
+        ("de", " Zwei Männer in einer \tWasserfontäne. ", "zwei männer in einer wasserfontäne ."),
+        # tokenizer.perl's default: no aggressive hyphen splitting.
+        ("en", "A well-known T-shirt.", "a well-known t-shirt ."),
+    ],
+)
+def test_moses_lc_tokenize_hand_checked(language, line, expected):
+    assert moses_lc_tokenize([line], language) == [expected]
+
+
+def test_moses_lc_tokenize_rejects_a_bare_string_and_unknown_languages():
+    with pytest.raises(TypeError, match="`lines` must be an iterable of sentences"):
+        moses_lc_tokenize("Ein Hund.", "de")
+    with pytest.raises(ValueError, match="`language` must be a Moses language code.*'german'"):
+        moses_lc_tokenize(["Ein Hund."], "german")
+
+
+@pytest.mark.parametrize(
+    "split",
+    ["test2016", "val", pytest.param("train", marks=pytest.mark.slow)],
+)
+@pytest.mark.parametrize("language", ["de", "en"])
+def test_moses_lc_tokenize_reproduces_the_multi30k_tok_files(split, language):
+    require_multi30k()
+    raw = read_lines(os.path.join(MULTI30K, f"{split}.{language}"))
+    upstream = read_lines(os.path.join(MULTI30K, "tok", f"{split}.lc.norm.tok.{language}"))
+    ours = moses_lc_tokenize(raw, language)
+    mismatches = [(i, a, b) for i, (a, b) in enumerate(zip(ours, upstream)) if a != b]
+    assert len(ours) == len(upstream)
+    assert not mismatches, mismatches[:3]
+
+
+def test_tokenized_bleu_of_the_reference_against_itself_is_100():
+    require_multi30k()
+    raw = read_lines(os.path.join(MULTI30K, "test2016.de"))
+    upstream = read_lines(os.path.join(MULTI30K, "tok", "test2016.lc.norm.tok.de"))
+    result = tokenized_bleu(raw, upstream, "de")
+    assert result["bleu_lc_tok"] == pytest.approx(100.0)
+    # 12103 words: the reflen of the published fairseq BLEU4 anchors.
+    assert "ref_len = 12103" in result["bleu_lc_tok_text"]
+    assert result["bleu_lc_tok_signature"] == (
+        f"nrefs:1|case:mixed|eff:no|tok:none|smooth:none|version:{sacrebleu.__version__}"
+        "|pre:moses-lc-norm-tok-de"
+    )
+
+
+def test_tokenized_bleu_is_multi_bleu_on_tokenized_text():
+    hypotheses = ["Der Mann's Hund läuft.", "Eine Frau."]
+    references = ["der mann &apos; s hund rennt .", "eine frau ."]
+    expected = sacrebleu.corpus_bleu(
+        moses_lc_tokenize(hypotheses, "de"), [references],
+        tokenize="none", force=True, smooth_method="none",
+    )
+    assert tokenized_bleu(hypotheses, references, "de")["bleu_lc_tok"] == expected.score
+    # Cased, untokenised input scores the same as its lowercased, tokenised form.
+    assert tokenized_bleu(["EINE FRAU IM PARK."], ["eine frau im park ."], "de")[
+        "bleu_lc_tok"] == pytest.approx(100.0)
+    # No smoothing, as multi-bleu.perl: no 4-gram match at all scores 0.
+    assert tokenized_bleu(["Eine Frau."], ["eine frau ."], "de")["bleu_lc_tok"] == 0.0
+    with pytest.raises(ValueError, match="received 2 hypotheses and 1 references"):
+        tokenized_bleu(hypotheses, references[:1], "de")
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path):
+    """Three TSV pairs; the checks below fail before any model is loaded."""
+    corpus = tmp_path / "test.tsv"
+    corpus.write_text("A dog.\tEin Hund.\nA cat.\tEine Katze.\nTwo men.\tZwei Männer.\n",
+                      encoding="utf-8")
+    return str(corpus)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(tokenized_reference="ref.tok"), dict(language="de")],
+)
+def test_evaluate_run_needs_tokenized_reference_and_language_together(tiny_corpus, tmp_path, kwargs):
+    with pytest.raises(ValueError, match="`tokenized_reference` and `language` go together"):
+        evaluate_run(str(tmp_path / "no_run"), tiny_corpus, **kwargs)
+
+
+def test_evaluate_run_rejects_an_unknown_language(tiny_corpus, tmp_path):
+    reference = tmp_path / "ref.tok"
+    reference.write_text("ein hund .\neine katze .\nzwei männer .\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="`language` must be a Moses language code"):
+        evaluate_run(str(tmp_path / "no_run"), tiny_corpus,
+                     tokenized_reference=str(reference), language="DE")
+
+
+@pytest.mark.parametrize(
+    "lines, max_sentences, expected",
+    [
+        (2, None, r"ref\.tok has 2 lines, but must have one per corpus pair \(3\);"),
+        (4, 2, r"ref\.tok has 4 lines, but must have one per corpus pair \(3\) or the 2 evaluated"),
+    ],
+)
+def test_evaluate_run_rejects_a_misaligned_tokenized_reference(
+    tiny_corpus, tmp_path, lines, max_sentences, expected
+):
+    reference = tmp_path / "ref.tok"
+    reference.write_text("ein hund .\n" * lines, encoding="utf-8")
+    with pytest.raises(ValueError, match=r"`tokenized_reference` .*" + expected):
+        evaluate_run(str(tmp_path / "no_run"), tiny_corpus, max_sentences=max_sentences,
+                     tokenized_reference=str(reference), language="de")
+
+
+def test_evaluate_script_needs_both_tokenized_reference_flags(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "training.evaluate", "--run-dir", str(tmp_path),
+         "--language", "de"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "--tokenized-reference and --language go together" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reference_lines", [40, "all"])
+def test_evaluate_script_reports_tokenized_bleu(tiny_run, tmp_path, reference_lines):
+    # The built-in target language is made up; Moses' English rules tokenise it.
+    with open(os.path.join(tiny_run, "data", "test.tsv"), encoding="utf-8") as f:
+        targets = [line.rstrip("\n").split("\t")[1] for line in f]
+    tokenized = moses_lc_tokenize(targets, "en")
+    if reference_lines != "all":
+        tokenized = tokenized[:reference_lines]
+    reference = tmp_path / "test.lc.tok"
+    reference.write_text("".join(line + "\n" for line in tokenized), encoding="utf-8")
+    out = tmp_path / "eval"
+    result = subprocess.run(
+        [sys.executable, "-m", "training.evaluate", "--run-dir", tiny_run,
+         "--max-sentences", "40", "--beam-size", "2", "--output-dir", str(out),
+         "--tokenized-reference", str(reference), "--language", "en"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    hypotheses = (out / "hypotheses.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    expected = tokenized_bleu(hypotheses, tokenized[:40], "en")
+    assert metrics["bleu_lc_tok"] == pytest.approx(expected["bleu_lc_tok"])
+    assert metrics["bleu_lc_tok_signature"] == expected["bleu_lc_tok_signature"]
+    assert metrics["language"] == "en" and metrics["tokenized_reference"] == str(reference)
+    assert f"BLEU lc-tok {metrics['bleu_lc_tok']:.2f}  (nrefs:1|" in result.stdout
 
 
 def test_evaluate_script_without_a_run_is_an_error(tmp_path):
@@ -50,18 +218,17 @@ def test_evaluate_script_without_a_run_is_an_error(tmp_path):
 @pytest.mark.slow
 def test_evaluate_on_aligned_file_pairs(tiny_run, tmp_path):
     # The ../shared/data layout: two line-aligned files (Multi30k when present).
-    from tests.conftest import SHARED_DATA
-
-    multi30k = os.path.join(SHARED_DATA, "multi30k")
-    if not os.path.isdir(multi30k):
-        pytest.skip(f"real data absent: {multi30k} (see ../shared/data/README.md)")
-    from keras_s2s.evaluation import evaluate_run
-
-    corpus = (os.path.join(multi30k, "test2016.en"), os.path.join(multi30k, "test2016.de"))
+    require_multi30k()
+    corpus = (os.path.join(MULTI30K, "test2016.en"), os.path.join(MULTI30K, "test2016.de"))
+    tokenized_reference = os.path.join(MULTI30K, "tok", "test2016.lc.norm.tok.de")
     metrics = evaluate_run(tiny_run, corpus, beam_size=1, max_sentences=8,
-                           output_dir=str(tmp_path), verbose=0)
+                           output_dir=str(tmp_path), verbose=0,
+                           tokenized_reference=tokenized_reference, language="de")
     hypotheses = (tmp_path / "hypotheses.txt").read_text(encoding="utf-8").split("\n")[:-1]
     with open(corpus[1], encoding="utf-8") as f:
         references = [line.strip() for line, _ in zip(f, range(8))]
     assert metrics["sentences"] == 8 == len(hypotheses)
     assert metrics["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score)
+    # The 1000-line tokenized reference is cut to the 8 evaluated sentences.
+    expected = tokenized_bleu(hypotheses, read_lines(tokenized_reference)[:8], "de")
+    assert metrics["bleu_lc_tok_text"] == expected["bleu_lc_tok_text"]

@@ -218,3 +218,80 @@ def test_model_config_round_trip_rebuilds_the_same_model(rng):
     inputs = batch(rng)
     np.testing.assert_array_equal(logits(clone, inputs), logits(model, inputs))
     assert [layer.name for layer in clone.layers] == [layer.name for layer in model.layers]
+
+
+# --------------------------------------------------------------------------
+# Tied embeddings.
+# --------------------------------------------------------------------------
+
+TIES = ["target", "all"]
+
+
+def make_tied_model(tie, num_decoder_layers=2, **overrides):
+    # "all" needs one vocabulary: both sides get 50 ids.
+    return make_model(
+        num_decoder_layers, source_vocabulary_size=50, tie_embeddings=tie, **overrides
+    )
+
+
+@pytest.mark.parametrize("tie", TIES)
+def test_tied_output_projection_is_the_transposed_embedding(tie, rng):
+    model = make_tied_model(tie)
+    parts = TransformerParts.from_model(model)
+    inputs = batch(rng)
+    encoder_output, source_mask = parts.encode(inputs["encoder_tokens"])
+    hidden = parts.target_embedding(inputs["decoder_tokens"])
+    for layer in parts.decoder_layers:
+        hidden = layer(hidden, encoder_output, context_mask=source_mask)
+    hidden = np.asarray(parts.decoder_norm(hidden))  # (B, T, D)
+    table = np.asarray(parts.target_embedding.embeddings)  # (V, D)
+    np.testing.assert_allclose(logits(model, inputs), hidden @ table.T, atol=1e-5)
+    assert "logits" not in {layer.name for layer in model.layers}
+
+
+def test_tied_parameter_counts_drop_by_the_shared_matrices():
+    untied = make_model(source_vocabulary_size=50).count_params()
+    # Untied: a target embedding and a Dense kernel (50 x 16) plus bias (50).
+    assert make_tied_model("target").count_params() == untied - 50 * 16 - 50
+    assert make_tied_model("all").count_params() == untied - 2 * 50 * 16 - 50
+    names = [layer.name for layer in make_tied_model("all").layers]
+    assert "shared_embedding" in names and "source_embedding" not in names
+
+
+@pytest.mark.parametrize("tie", TIES)
+@pytest.mark.parametrize("depth", [1, 3])
+def test_tied_models_keep_the_masking_invariances(tie, depth, rng):
+    model = make_tied_model(tie, depth)
+    inputs = batch(rng)
+    real = inputs["decoder_tokens"] != 0
+    padded_source = dict(inputs, encoder_tokens=np.pad(inputs["encoder_tokens"], ((0, 0), (0, 7))))
+    padded_target = dict(inputs, decoder_tokens=np.pad(inputs["decoder_tokens"], ((0, 0), (0, 3))))
+    reference = logits(model, inputs)
+    np.testing.assert_allclose(logits(model, padded_source)[real], reference[real], atol=1e-5)
+    np.testing.assert_allclose(
+        logits(model, padded_target)[:, : reference.shape[1]][real], reference[real], atol=1e-5
+    )
+    mask = model(inputs)._keras_mask
+    np.testing.assert_array_equal(np.asarray(mask), real)
+
+
+@pytest.mark.parametrize("tie", TIES)
+def test_tied_models_save_load_and_train(tie, rng, tmp_path):
+    model = make_tied_model(tie)
+    inputs = batch(rng)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(logits(reloaded, inputs), logits(model, inputs))
+    model = _compiled(model)
+    labels = np.where(inputs["decoder_tokens"] != 0, 7, 0)
+    before = model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"]
+    model.fit(inputs, labels, epochs=1, verbose=0)
+    assert model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"] < before
+
+
+def test_tie_all_needs_one_vocabulary():
+    with pytest.raises(ValueError, match=r'tie_embeddings="all"` needs one vocabulary.*40.*50'):
+        make_model(tie_embeddings="all")
+    with pytest.raises(ValueError, match=r"`tie_embeddings` must be one of"):
+        make_model(tie_embeddings="yes")

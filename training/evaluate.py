@@ -2,7 +2,11 @@
 
 Reports teacher-forced loss, masked token accuracy and perplexity, then
 decodes the test set and scores it with sacreBLEU (BLEU and chrF, with their
-signatures). Writes `hypotheses.txt` and `metrics.json` to --output-dir.
+signatures). With --tokenized-reference and --language it also reports the
+lowercased, Moses-tokenised BLEU that papers quote (multi-bleu.perl style).
+With --saved-model it decodes through an exported SavedModel instead, so an
+export can be checked against in-process evaluation. Writes `hypotheses.txt`
+and `metrics.json` to --output-dir.
 """
 
 import argparse
@@ -24,7 +28,27 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=64, help="sentences decoded together (default: 64)")
     parser.add_argument("--max-sentences", type=int, help="evaluate only the first N pairs")
     parser.add_argument("--output-dir", help="where hypotheses.txt and metrics.json go (default: RUN_DIR/eval)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--tokenized-reference", metavar="PATH",
+        help="lowercased, Moses-tokenised copy of the test targets, one line per pair "
+             "(e.g. multi30k/tok/test2016.lc.norm.tok.de): adds the lc-tok BLEU; needs --language",
+    )
+    parser.add_argument(
+        "--language", metavar="LANG",
+        help="Moses code of the target language (e.g. de) for --tokenized-reference",
+    )
+    parser.add_argument(
+        "--saved-model", metavar="DIR",
+        help="decode through an exported version (saved_models/NAME/N, strings in and out) "
+             "instead of in-process; its beam settings are the export's",
+    )
+    args = parser.parse_args(argv)
+    if args.saved_model and (args.beam_size is not None or args.length_penalty is not None):
+        parser.error("--saved-model decodes with the beam settings fixed at export: "
+                     "drop --beam-size/--length-penalty")
+    if (args.tokenized_reference is None) != (args.language is None):
+        parser.error("--tokenized-reference and --language go together: pass both or neither")
+    return args
 
 
 def main(argv=None):
@@ -50,13 +74,19 @@ def main(argv=None):
             batch_size=args.batch_size,
             max_sentences=args.max_sentences,
             output_dir=args.output_dir,
+            tokenized_reference=args.tokenized_reference,
+            language=args.language,
+            saved_model=args.saved_model,
         )
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
     print(f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.4f}  perplexity {metrics['perplexity']:.2f}")
     print(f"BLEU {metrics['bleu']:.2f}  ({metrics['bleu_signature']})")
     print(f"chrF {metrics['chrf']:.2f}  ({metrics['chrf_signature']})")
-    print(f"{metrics['sentences']} sentences, beam {metrics['beam_size']}, "
+    if "bleu_lc_tok" in metrics:
+        print(f"BLEU lc-tok {metrics['bleu_lc_tok']:.2f}  ({metrics['bleu_lc_tok_signature']})")
+    decoder = f"beam {metrics['beam_size']}" if args.saved_model is None else args.saved_model
+    print(f"{metrics['sentences']} sentences, {decoder}, "
           f"{metrics['sentences_per_second']:.1f} sentences/s")
 
 

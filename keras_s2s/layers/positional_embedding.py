@@ -43,9 +43,13 @@ class PositionalEmbedding(keras.layers.Layer):
         inputs: int tensor (B, L) of token ids.
         start_index: position of the first token (int or scalar tensor);
             incremental decoding embeds token i with `start_index=i`.
+        reverse: if True, `inputs` are hidden states (B, L, D) and the call
+            returns float32 logits (B, L, V) against the token embedding
+            matrix: the tied output projection. The input's mask passes on.
 
     Returns:
-        float tensor (B, L, D) carrying the Keras mask `inputs != 0`.
+        float tensor (B, L, D) carrying the Keras mask `inputs != 0`
+        (with `reverse=True`: logits (B, L, V)).
 
     Example:
     >>> layer = PositionalEmbedding(100, 16, max_length=8)
@@ -102,7 +106,12 @@ class PositionalEmbedding(keras.layers.Layer):
         """The (V, D) token embedding matrix, for tied output projections."""
         return self.token_embedding.embeddings
 
-    def call(self, inputs, start_index=0):
+    def call(self, inputs, start_index=0, reverse=False):
+        if reverse:
+            # float32 logits even under mixed precision, like the untied Dense.
+            hidden = ops.cast(inputs, "float32")  # (B, L, D)
+            table = ops.cast(self.embeddings, "float32")  # (V, D)
+            return ops.einsum("bld,vd->blv", hidden, table)
         length = ops.shape(inputs)[1]
         checks = self._check_length(length, start_index)
         tokens = self.token_embedding(inputs)  # (B, L, D)
@@ -139,10 +148,14 @@ class PositionalEmbedding(keras.layers.Layer):
         )]
 
     def compute_mask(self, inputs, mask=None):
+        if "float" in str(inputs.dtype):  # reverse call: keep the hidden states' mask
+            return mask
         return masks.padding_mask(inputs)
 
-    def compute_output_shape(self, input_shape):
-        return (*input_shape, self.hidden_dim)
+    def compute_output_spec(self, inputs, start_index=0, reverse=False):
+        if reverse:
+            return keras.KerasTensor((*inputs.shape[:-1], self.vocabulary_size), "float32")
+        return keras.KerasTensor((*inputs.shape, self.hidden_dim), self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

@@ -53,8 +53,13 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
         kind = _field_type(field)
         group = model_group if field.name in model_names else train_group
         help_text = model_help.get(field.name) or field.metadata.get("help", "")
+        # `--steps_per_epoch` as in the config files, `--steps-per-epoch` as
+        # in most CLIs: both spell the same setting.
+        dashed = [f"--{field.name.replace('_', '-')}"] if "_" in field.name else []
         group.add_argument(
             f"--{field.name}",
+            *dashed,
+            dest=field.name,
             type=_converter(kind),
             default=None,
             metavar=kind.__name__.upper(),

@@ -152,3 +152,66 @@ def test_freeze_names_what_it_froze():
         "source_embedding", "encoder_layer_0", "encoder_layer_1", "encoder_norm"]
     assert not model.get_layer("encoder_layer_0").trainable
     assert model.get_layer("decoder_layer_0").trainable
+
+
+def test_freeze_with_one_shared_embedding_names_it_once():
+    from tests.test_models import make_tied_model
+
+    model = make_tied_model("all")
+    assert freeze(model, embeddings=True) == ["shared_embedding"]
+    assert not model.get_layer("shared_embedding").trainable
+
+
+def test_val_bleu_is_logged_each_epoch_and_matches_the_final_model(tiny_run):
+    import sacrebleu
+
+    from keras_s2s.data import read_corpus
+    from keras_s2s.translator import Translator
+
+    history = json.load(open(os.path.join(tiny_run, "metrics.json")))["history"]
+    assert len(history["val_bleu"]) == len(history["loss"]) == 2
+    # Recompute the last epoch's score from the saved model: the callback
+    # scored the first `validation_bleu_sentences` validation pairs greedily.
+    pairs = []
+    for pair in read_corpus(os.path.join(tiny_run, "data", "valid.tsv")):
+        if len(pairs) == 200:
+            break
+        pairs.append(pair)
+    translator = Translator.from_run_dir(tiny_run, beam_size=1, jit_compile=False)
+    hypotheses = translator.translate([source for source, _ in pairs])
+    bleu = sacrebleu.metrics.BLEU().corpus_score(hypotheses, [[t for _, t in pairs]]).score
+    assert history["val_bleu"][-1] == pytest.approx(bleu, abs=1e-6)
+    # TensorBoard got it too.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(os.path.join(tiny_run, "logs", "validation"))
+    events.Reload()
+    assert "epoch_bleu" in events.Tags()["tensors"]  # Keras files val_* under validation/
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        (dict(early_stopping_metric="bleu"), r"`early_stopping_metric` must be one of"),
+        (dict(early_stopping_metric="val_bleu", early_stopping_patience=2,
+              validation_bleu_sentences=0), r"needs validation_bleu_sentences > 0"),
+        (dict(validation_bleu_sentences=-1), r"`validation_bleu_sentences` must be a non-negative"),
+    ],
+)
+def test_monitoring_settings_are_validated(settings, match):
+    from keras_s2s.config import TrainConfig
+
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**settings)
+
+
+def test_bucket_width_auto_is_one_per_length_without_xla_and_coarse_with_it():
+    from keras_s2s.config import TrainConfig
+    from keras_s2s.training.trainer import train_bucket_width
+
+    assert train_bucket_width(TrainConfig(), jit_compile=False) == 1
+    assert train_bucket_width(TrainConfig(), jit_compile=True) == 8
+    assert train_bucket_width(TrainConfig(bucket_width=4), jit_compile=False) == 4
+    assert train_bucket_width(TrainConfig(bucket_width=4), jit_compile=True) == 4
+    with pytest.raises(ValueError, match=r"`bucket_width` must be a non-negative integer"):
+        TrainConfig(bucket_width=-1)
