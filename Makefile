@@ -32,6 +32,7 @@ test-fast: install
 	$(VENV_PYTHON) -m pytest tests -m "not slow"
 
 bench: install
+	$(VENV_PYTHON) -m pip install --quiet -e '.[bench]'
 	$(VENV_PYTHON) -m bench.run
 
 lint: install

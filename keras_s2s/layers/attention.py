@@ -156,7 +156,7 @@ class CausalSelfAttention(_SelfAttention):
         inputs: float (B, T, D).
         mask: bool (B, T), True at real tokens; taken from the Keras mask of
             `inputs` when not given. Combined with the causal mask.
-        cache: optional float (B, L, 2, H, K) of keys and values; see
+        cache: optional `(keys, values)`, each float (B, L, H, K); see
             `initial_cache`.
         cache_index: int scalar, position of `inputs[:, 0]`; required with
             `cache`.
@@ -178,16 +178,16 @@ class CausalSelfAttention(_SelfAttention):
                 query_length, query_length, key_mask=mask
             )
             return self._attend(query, key, value, attention_mask)
-        new_key_value = ops.stack([key, value], axis=2)  # (B, T, 2, H, K)
         if cache_index is None:
             raise ValueError(
                 f"{self.name}: `cache_index` is required when `cache` is given"
             )
+        keys, values = cache  # 2 x (B, L, H, K)
         # A scatter at (row, position) pairs rather than `ops.slice_update`:
         # in the TF backend that lowers to XlaDynamicUpdateSlice, an XLA op
         # stock TF Serving cannot run (tensorflow/serving#2217, KNOWN_TRAPS 8);
         # TensorScatterUpdate is core TensorFlow and XLA compiles it too.
-        batch_size = ops.shape(cache)[0]
+        batch_size = ops.shape(keys)[0]
         rows = ops.broadcast_to(
             ops.arange(batch_size)[:, None], (batch_size, query_length)
         )  # (B, T)
@@ -195,27 +195,27 @@ class CausalSelfAttention(_SelfAttention):
             ops.cast(cache_index, "int32") + ops.arange(query_length)[None, :],
             (batch_size, query_length),
         )  # (B, T)
-        cache = ops.scatter_update(
-            cache,
-            ops.reshape(ops.stack([rows, positions], axis=-1), (-1, 2)),  # (B*T, 2)
-            ops.reshape(
-                ops.cast(new_key_value, cache.dtype),
-                (-1, 2, self.num_heads, self.key_dim),
-            ),  # (B*T, 2, H, K)
-        )  # (B, L, 2, H, K)
+        indices = ops.reshape(ops.stack([rows, positions], axis=-1), (-1, 2))  # (B*T, 2)
+
+        def write(cached, new):
+            update = ops.reshape(ops.cast(new, cached.dtype), (-1, self.num_heads, self.key_dim))
+            return ops.scatter_update(cached, indices, update)  # (B, L, H, K)
+
+        # Keys and values live in two tensors: attention reads each whole,
+        # where slicing one stacked (B, L, 2, H, K) cache copied both every step.
+        keys, values = write(keys, key), write(values, value)
         # Slots after cache_index hold zeros (or stale values); the causal
         # mask with an offset hides them, so shapes stay fixed for XLA.
         attention_mask = masks.causal_attention_mask(
-            query_length, ops.shape(cache)[1], offset=cache_index
+            query_length, ops.shape(keys)[1], offset=cache_index
         )
-        outputs = self._attend(query, cache[:, :, 0], cache[:, :, 1], attention_mask)
-        return outputs, cache
+        outputs = self._attend(query, keys, values, attention_mask)
+        return outputs, (keys, values)
 
     def initial_cache(self, batch_size, max_length, dtype="float32"):
-        """An empty cache for `max_length` positions, (B, L, 2, H, K)."""
-        return ops.zeros(
-            (batch_size, max_length, 2, self.num_heads, self.key_dim), dtype=dtype
-        )
+        """An empty cache for `max_length` positions: (keys, values), 2 x (B, L, H, K)."""
+        shape = (batch_size, max_length, self.num_heads, self.key_dim)
+        return ops.zeros(shape, dtype=dtype), ops.zeros(shape, dtype=dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")

@@ -34,7 +34,7 @@ class DecoderLayer(TransformerBlock):
         context_mask: bool (B, S), True at real source tokens. Pass it
             explicitly (KNOWN_TRAPS 1); the model built by
             `build_transformer` does, in every decoder layer.
-        self_attention_cache: optional (B, L, 2, H, K) keys and values of
+        self_attention_cache: optional `(keys, values)`, 2 x (B, L, H, K), of
             the earlier target positions, for incremental decoding.
         cache_index: int scalar, position of `inputs[:, 0]`; with a cache.
         cross_attention_cache: optional `(keys, values)`, each (B, S, H, K),
@@ -131,7 +131,7 @@ class DecoderLayer(TransformerBlock):
         return self.cross_attention_block.sublayer.compute_cache(context)
 
     def initial_self_attention_cache(self, batch_size, max_length, dtype="float32"):
-        """An empty self-attention cache, (B, L, 2, H, K)."""
+        """An empty self-attention cache: (keys, values), 2 x (B, L, H, K)."""
         return self.self_attention_block.sublayer.initial_cache(
             batch_size, max_length, dtype
         )
