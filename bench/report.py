@@ -209,10 +209,28 @@ def markdown(results: dict) -> str:
     else:
         padding = bucketing.get("skipped") or bucketing.get("error") or "not run"
     lines += ["", f"Real data (keras_s2s.data on Multi30k train): {padding}"]
+    lines += ["", f"Exported SavedModel (strings in and out): {serving_summary(results.get('serving'))}"]
     if results.get("not_measured"):
         lines += ["", "Not measured:"] + [f"- {item}" for item in results["not_measured"]]
     lines += ["", f"Full results: {results['out']} (wall time {results['wall_seconds']:.0f} s)"]
     return "\n".join(lines)
+
+
+def serving_summary(serving: dict | None) -> str:
+    """One line per beam size: SavedModel vs in-process throughput, and latency."""
+    if not serving or "by_beam" not in serving:
+        return (serving or {}).get("skipped") or (serving or {}).get("error") or "not run"
+    parts = []
+    for beam, row in serving["by_beam"].items():
+        served, latency = row["saved_model"], row["saved_model_latency"]
+        parts.append(
+            f"beam {beam}: {served['sentences_per_s']:.1f} sentences/s = "
+            f"{row['saved_model_over_in_process']:.2f}x in-process with XLA "
+            f"({row['in_process_jit1']['sentences_per_s']:.1f}), "
+            f"{row['saved_model_over_in_process_no_xla']:.2f}x without "
+            f"({row['in_process_jit0']['sentences_per_s']:.1f}); one-sentence latency "
+            f"p50 {latency['p50_ms']:.0f} ms, p95 {latency['p95_ms']:.0f} ms")
+    return "; ".join(parts)
 
 
 def load_reference(peers_dir: str) -> dict | None:

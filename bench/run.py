@@ -5,7 +5,8 @@ two measurements at once), so each peak RSS is that variant's own (`wait4`
 rusage of the child) and every number comes from the same machine state:
 
     matmul peak -> keras_s2s XLA -> A XLA -> keras_s2s no XLA -> A no XLA
-    -> optional peers (--include-peers) -> Multi30k bucketing -> matmul peak again
+    -> optional peers (--include-peers) -> Multi30k bucketing -> SavedModel
+    serving vs in-process -> matmul peak again
 
 This process imports no TensorFlow; it starts the children, collects their
 JSON, writes `--out` and prints the markdown report.
@@ -114,6 +115,8 @@ def plan(args, raw_dir: str):
         jobs.append(peer(name, script_args))
     out = os.path.join(raw_dir, "bucketing.json")
     jobs.append(("bucketing", "bucketing", [py, "-m", "bench.bucketing", "--out", out], out))
+    out = os.path.join(raw_dir, "serving.json")
+    jobs.append(("serving", "serving", [py, "-m", "bench.serving", "--out", out], out))
     out = os.path.join(raw_dir, "matmul_peak_end.json")
     jobs.append(("matmul_end", "matmul", [py, "-m", "bench.matmul_peak", "--out", out], out))
     if args.only:
@@ -300,8 +303,8 @@ def main(argv=None) -> int:
                   f"{job['other_processes_cores']:.1f} cores meanwhile)"
                   + (f"  FAILED: {error}" if error else ""), flush=True)
             if result is None:
-                if kind == "bucketing":
-                    results["bucketing"] = {"error": error}
+                if kind in ("bucketing", "serving"):
+                    results[kind] = {"error": error}
                 elif kind in ("s2s", "peer"):
                     row = {"name": name, "label": report.LABELS.get(name, (name,))[0],
                            "error": error}
@@ -311,8 +314,8 @@ def main(argv=None) -> int:
                 results["matmul_peak_gflops"] = result["peak_gflops"]
             elif name == "matmul_end":
                 results["matmul_peak_gflops_end"] = result["peak_gflops"]
-            elif kind == "bucketing":
-                results["bucketing"] = result
+            elif kind in ("bucketing", "serving"):
+                results[kind] = result
             else:
                 row = report.summary_row(name, result, job["process_peak_rss_mib"])
                 results["rows"][name] = row

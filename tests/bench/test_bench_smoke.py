@@ -96,3 +96,25 @@ def test_ratios_and_markdown_from_fake_results():
     })
     assert "| keras_s2s, XLA | 3000 | 40% | 1500 / 1600 | 10.0 | 200 (KV cache) | 50 |" in text
     assert "| A keras-hub, XLA | 2000 |" in text
+
+
+def test_serving_summary_line():
+    def timing(rate):
+        return {"sentences_per_s": rate}
+
+    serving = {"by_beam": {"4": {
+        "saved_model": timing(30.0), "in_process_jit1": timing(60.0), "in_process_jit0": timing(32.0),
+        "saved_model_over_in_process": 0.5, "saved_model_over_in_process_no_xla": 30.0 / 32.0,
+        "saved_model_latency": {"p50_ms": 120.4, "p95_ms": 180.6},
+    }}}
+    assert report.serving_summary(serving) == (
+        "beam 4: 30.0 sentences/s = 0.50x in-process with XLA (60.0), 0.94x without (32.0); "
+        "one-sentence latency p50 120 ms, p95 181 ms")
+    assert report.serving_summary({"skipped": "no corpus"}) == "no corpus"
+    assert report.serving_summary(None) == "not run"
+
+
+def test_plan_runs_the_serving_job_before_the_last_matmul_peak(tmp_path):
+    jobs, _ = run.plan(run.parse_args([]), str(tmp_path))
+    names = [job[0] for job in jobs]
+    assert names[-3:] == ["bucketing", "serving", "matmul_end"]

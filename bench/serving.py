@@ -1,0 +1,155 @@
+"""Child process: strings in, strings out through the exported SavedModel vs in-process.
+
+The workload's model size (bench.s2s_variant.model_config: d=256, 3+3
+layers, FF 1024), randomly initialised so that no sentence ends early, with
+SentencePiece tokenizers of vocabulary 8000 per side trained on Multi30k
+(bench.bucketing's cache; real English sentences as input). Both paths get
+the same BATCH test2016 source sentences and run the same search, up to
+the model's max_length - 1 new tokens (what the export allows):
+
+- in process: `keras_s2s.Translator.translate` (tokenize, search under XLA or
+  not, detokenize), beam 1 (greedy) and beam 4;
+- exported: `training.export`'s SavedModel (`export_run`), loaded with
+  `tf.saved_model.load`, its `serving_default` signature called with the
+  strings: what TF Serving runs (no XLA).
+
+Throughput: median of the shared protocol's repeats. Latency: one sentence
+per call, LATENCY_CALLS calls after a warm-up, p50 and p95.
+
+    python -m bench.serving --out PATH
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+from bench import bucketing, workload
+
+os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+LATENCY_CALLS = 40
+BEAM_SIZES = (1, 4)
+
+
+def write_run_dir(run_dir, model, config, tokenizers, beam_size):
+    """A minimal run directory that `export_run` accepts."""
+    os.makedirs(run_dir, exist_ok=True)
+    config.save(os.path.join(run_dir, "config.json"))
+    with open(os.path.join(run_dir, "train_config.json"), "w", encoding="utf-8") as f:
+        json.dump({"beam_size": beam_size, "length_penalty": 0.6}, f)
+    for tokenizer, name in zip(tokenizers, ("source", "target")):
+        tokenizer.save(run_dir, name)
+    model.save(os.path.join(run_dir, "model.keras"))
+
+
+def percentiles(seconds):
+    import numpy as np
+
+    return {"p50_ms": float(np.percentile(seconds, 50) * 1e3),
+            "p95_ms": float(np.percentile(seconds, 95) * 1e3)}
+
+
+def latency(translate, sentence):
+    translate([sentence])  # warm-up: traces or compiles for batch 1
+    seconds = []
+    for _ in range(LATENCY_CALLS):
+        started = time.perf_counter()
+        translate([sentence])
+        seconds.append(time.perf_counter() - started)
+    return percentiles(seconds)
+
+
+def throughput(common, translate, sentences):
+    import numpy as np
+
+    first, seconds = common.time_repeats(lambda: translate(sentences))
+    median = float(np.median(seconds))
+    return {"first_call_seconds": first, "seconds": seconds, "median_seconds": median,
+            "sentences_per_s": len(sentences) / median}
+
+
+def run() -> dict:
+    common = workload.common()
+    import dataclasses
+
+    import keras
+    import tensorflow as tf
+
+    from bench.s2s_variant import model_config
+    from keras_s2s import build_transformer
+    from keras_s2s.export import export_run
+    from keras_s2s.translator import Translator
+
+    source_path = os.path.join(bucketing.MULTI30K, "train.en")
+    target_path = os.path.join(bucketing.MULTI30K, "train.de")
+    (source_tokenizer, target_tokenizer), _ = bucketing.cached_tokenizers(
+        source_path, target_path, bucketing.VOCABULARY_SIZE
+    )
+    with open(os.path.join(bucketing.MULTI30K, "test2016.en"), encoding="utf-8") as f:
+        sentences = [line.strip() for line, _ in zip(f, range(common.BATCH))]
+
+    config = dataclasses.replace(
+        model_config(common),
+        source_vocabulary_size=source_tokenizer.vocabulary_size,
+        target_vocabulary_size=target_tokenizer.vocabulary_size,
+    )
+    keras.utils.set_random_seed(0)
+    model = build_transformer(config)
+    result = {"model_config": config.to_dict(), "sentences": len(sentences),
+              "max_new_tokens": config.max_length - 1, "latency_calls": LATENCY_CALLS,
+              "env": common.env_info(), "by_beam": {}}
+    with tempfile.TemporaryDirectory() as scratch:
+        for beam_size in BEAM_SIZES:
+            run_dir = os.path.join(scratch, f"run{beam_size}")
+            write_run_dir(run_dir, model, config, (source_tokenizer, target_tokenizer), beam_size)
+            exported = export_run(run_dir, f"beam{beam_size}", base_dir=scratch)
+            serve = tf.saved_model.load(exported).signatures["serving_default"]
+
+            def served(batch, serve=serve):
+                outputs = serve(inputs=tf.constant(batch))["outputs"].numpy()
+                return [text.decode("utf-8") for text in outputs]
+
+            row = {}
+            # The export searches up to max_length - 1 new tokens and a random
+            # model never ends early: the in-process search gets the same cap.
+            for jit in (True, False):
+                translator = Translator(model, source_tokenizer, target_tokenizer,
+                                        beam_size=beam_size, max_length=config.max_length - 1,
+                                        jit_compile=jit)
+                row[f"in_process_jit{int(jit)}"] = throughput(common, translator.translate, sentences)
+                row[f"in_process_jit{int(jit)}_latency"] = latency(translator.translate, sentences[0])
+            row["saved_model"] = throughput(common, served, sentences)
+            row["saved_model_latency"] = latency(served, sentences[0])
+            row["saved_model_over_in_process"] = (
+                row["saved_model"]["sentences_per_s"] / row["in_process_jit1"]["sentences_per_s"])
+            row["saved_model_over_in_process_no_xla"] = (
+                row["saved_model"]["sentences_per_s"] / row["in_process_jit0"]["sentences_per_s"])
+            result["by_beam"][str(beam_size)] = row
+    return result
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(bucketing.MULTI30K):
+        result = {"skipped": f"no corpus at {bucketing.MULTI30K} (its sentences and tokenizers)"}
+    else:
+        result = run()
+        for beam, row in result["by_beam"].items():
+            print(f"beam {beam}: SavedModel {row['saved_model']['sentences_per_s']:.1f} sent/s, "
+                  f"in-process XLA {row['in_process_jit1']['sentences_per_s']:.1f} "
+                  f"({row['saved_model_over_in_process']:.2f}x); latency p50/p95 "
+                  f"{row['saved_model_latency']['p50_ms']:.0f}/{row['saved_model_latency']['p95_ms']:.0f} ms",
+                  flush=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
