@@ -57,8 +57,8 @@ class ValidationBleu(keras.callbacks.Callback):
 class TimeBudget(keras.callbacks.Callback):
     """Ends training before an epoch that would not finish within `minutes`.
 
-    Measured from the start of `fit`; the next epoch is expected to take as
-    long as the slowest one so far. Stopping between epochs keeps every
+    Measured from the start of `fit` (a resumed run starts a new budget); the
+    next epoch is expected to take as long as the slowest one so far. Stopping between epochs keeps every
     epoch checkpoint whole, so checkpoint averaging still works.
     """
 
