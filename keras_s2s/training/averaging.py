@@ -117,6 +117,68 @@ def _epoch_values(run_dir: str, metric: str, last_epoch: int) -> dict[int, float
     csv_path = os.path.join(run_dir, HISTORY_CSV)
     if os.path.exists(csv_path):
         return _read_epoch_log(csv_path, metric)
+    history = _read_history(run_dir)
+    if metric not in history:
+        raise ValueError(
+            f"`metric` {metric!r} is not in the history of {os.path.join(run_dir, METRICS_FILE)}; "
+            f"available: {sorted(history)}"
+        )
+    values = history[metric]
+    if len(values) != last_epoch:
+        raise ValueError(
+            f"the history has {len(values)} `{metric}` values (epochs 1-{len(values)}) but "
+            f"the checkpoints run to epoch {last_epoch}; entry i of the history must be "
+            f"epoch i + 1 (a resumed or fine-tuned run restarts its history); "
+            "use `last` (--last) instead"
+        )
+    return {epoch: float(value) for epoch, value in enumerate(values, start=1)}
+
+
+def select_checkpoints(
+    run_dir: str,
+    *,
+    last: int | None = None,
+    best: int | None = None,
+    metric: str = "val_loss",
+) -> list[str]:
+    """Chooses the checkpoints to average, returned in epoch order.
+
+    Args:
+        run_dir: a training run directory (RUN_DIR/checkpoints/epoch-NNN.weights.h5).
+        last: take the last `last` epochs.
+        best: take the `best` epochs with the best `metric` in RUN_DIR/history.csv
+            (written epoch by epoch, resumption included) or else RUN_DIR/metrics.json
+            (lower is better when the name contains "loss", higher otherwise;
+            NaN ranks worst; ties go to the later epoch). Exactly one of
+            `last` and `best` must be given.
+        metric: a logged metric, e.g. "val_loss" or "val_bleu". In
+            metrics.json, entry i of the history must be epoch i + 1.
+
+    Returns:
+        Checkpoint paths, oldest epoch first.
+    """
+    if (last is None) == (best is None):
+        raise ValueError(
+            "pass exactly one of `last` (the last N epochs) and `best` (the best N by "
+            f"`metric`); received last={last!r}, best={best!r}"
+        )
+    name, count = ("last", last) if last is not None else ("best", best)
+    _check_count(name, count)
+    checkpoints = list_checkpoints(run_dir)
+    directory = os.path.join(run_dir, CHECKPOINTS_DIR)
+    if not checkpoints:
+        raise ValueError(
+            f"no checkpoints in {directory}: expected epoch-NNN.weights.h5 files, "
+            "which training writes after every epoch"
+        )
+    if count > len(checkpoints):
+        raise ValueError(
+            f"`{name}` asks for {count} checkpoints but only {len(checkpoints)} exist in "
+            f"{directory}; pass {name}={len(checkpoints)} or fewer"
+        )
+    if last is not None:
+        return [path for _, path in checkpoints[-last:]]
+
     values = _epoch_values(run_dir, metric, checkpoints[-1][0])
     unscored = [epoch for epoch, _ in checkpoints if epoch not in values]
     if unscored:
