@@ -5,7 +5,11 @@ running it from there does); the only addition is `--repeats` (timed windows
 and decode repeats), applied to the shared `common` module before the script
 starts. The script writes its own result file into BENCH_RAW_DIR.
 
-    python -m bench.peer_runner peer_a_kerashub.py --jit 1
+`--policy NAME` (before the script) sets that Keras dtype policy first, so a
+Keras peer runs under the same mixed precision as keras_s2s does; its result
+file then goes to BENCH_RAW_DIR + "_" + NAME, beside the float32 one.
+
+    python -m bench.peer_runner [--policy mixed_bfloat16] peer_a_kerashub.py --jit 1
 """
 
 from __future__ import annotations
@@ -17,14 +21,30 @@ import sys
 from bench import workload
 
 
+def policy_raw_dir(raw_dir: str, policy: str) -> str:
+    """Where a peer run under `--policy` writes its result file."""
+    return f"{raw_dir}_{policy}"
+
+
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         raise SystemExit("usage: python -m bench.peer_runner SCRIPT [ARGS...]")
+    policy = None
+    if argv[0] == "--policy":
+        if len(argv) < 3:
+            raise SystemExit("usage: python -m bench.peer_runner --policy NAME SCRIPT [ARGS...]")
+        policy, argv = argv[1], argv[2:]
+        # Read by common.py when it is imported below.
+        os.environ["BENCH_RAW_DIR"] = policy_raw_dir(os.environ.get("BENCH_RAW_DIR", ""), policy)
     script = os.path.join(workload.PEERS_DIR, argv[0])
     if not os.path.isfile(script):
         raise SystemExit(f"no peer script {script}")
     workload.common()  # imported once, with --repeats applied, before the script's import
+    if policy:
+        import keras
+
+        keras.mixed_precision.set_dtype_policy(policy)
     sys.argv = [script, *argv[1:]]
     runpy.run_path(script, run_name="__main__")
 

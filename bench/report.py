@@ -11,15 +11,19 @@ LABELS = {
     "keras_s2s_jit0": ("keras_s2s, no XLA", "KV cache"),
     "A_kerashub_jit1": ("A keras-hub, XLA", "cached"),
     "A_kerashub_jit0": ("A keras-hub, no XLA", "cached"),
+    "keras_s2s_bf16_jit0": ("keras_s2s, mixed bf16, no XLA", "KV cache"),
+    "A_kerashub_bf16_jit0": ("A keras-hub, mixed bf16, no XLA", "cached"),
     "B_tftutorial_maskfix_jit1": ("B tutorial design, XLA, masks fixed", "no cache"),
     "B_tftutorial_maskfix_jit0": ("B tutorial design, no XLA, masks fixed", "no cache"),
     "C_torch_eager": ("C torch.nn.Transformer eager", "no cache"),
     "C_torch_compile": ("C torch.nn.Transformer compiled", "no cache"),
     "D_ctranslate2": ("D CTranslate2 fp32", "C++ engine"),
 }
-KERAS_PEERS = ("A_kerashub_jit1", "A_kerashub_jit0",
-               "B_tftutorial_maskfix_jit1", "B_tftutorial_maskfix_jit0")
-OURS = ("keras_s2s_jit1", "keras_s2s_jit0")
+FP32_KERAS_PEERS = ("A_kerashub_jit1", "A_kerashub_jit0",
+                    "B_tftutorial_maskfix_jit1", "B_tftutorial_maskfix_jit0")
+KERAS_PEERS = (*FP32_KERAS_PEERS, "A_kerashub_bf16_jit0")
+FP32_OURS = ("keras_s2s_jit1", "keras_s2s_jit0")
+OURS = (*FP32_OURS, "keras_s2s_bf16_jit0")
 TORCH = ("C_torch_eager", "C_torch_compile")
 REFERENCE_NOTE = "reference run, not same-run"
 
@@ -84,8 +88,15 @@ def ratios(rows: dict, reference: dict | None, installed: dict) -> dict:
     peer_a = ("A_kerashub_jit1", "A_kerashub_jit0")
     ours = _best(rows, OURS, tok)
     out["train_vs_best_keras_peer"] = _ratio(
-        "train tokens/s, best keras_s2s variant / best Keras peer (same run)",
+        "train tokens/s, best keras_s2s variant / best Keras peer, any precision (same run)",
         ours, _best(rows, KERAS_PEERS, tok))
+    out["train_fp32_vs_best_fp32_keras_peer"] = _ratio(
+        "train tokens/s, best float32 keras_s2s / best float32 Keras peer (same run)",
+        _best(rows, FP32_OURS, tok), _best(rows, FP32_KERAS_PEERS, tok))
+    out["train_bf16_vs_A_bf16"] = _ratio(
+        "train tokens/s, keras_s2s / keras-hub, both mixed bf16 without XLA (same run)",
+        ("keras_s2s_bf16_jit0", rows.get("keras_s2s_bf16_jit0", {}).get(tok)),
+        ("A_kerashub_bf16_jit0", rows.get("A_kerashub_bf16_jit0", {}).get(tok)))
     for jit in (1, 0):
         s2s, peer = f"keras_s2s_jit{jit}", f"A_kerashub_jit{jit}"
         out[f"train_vs_A_jit{jit}"] = _ratio(
@@ -126,7 +137,7 @@ def ratios(rows: dict, reference: dict | None, installed: dict) -> dict:
     for name in OURS:
         row = rows.get(name, {})
         if row.get(greedy) and row.get("beam4_sent_per_s"):
-            out[f"beam4_cost_vs_greedy_{name.rsplit('_', 1)[1]}"] = {
+            out[f"beam4_cost_vs_greedy_{name.removeprefix('keras_s2s_')}"] = {
                 "ratio": row[greedy] / row["beam4_sent_per_s"],
                 "what": f"{name}: time per sentence, beam search (4 beams) / greedy",
             }

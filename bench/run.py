@@ -5,7 +5,7 @@ two measurements at once), so each peak RSS is that variant's own (`wait4`
 rusage of the child) and every number comes from the same machine state:
 
     matmul peak -> keras_s2s XLA -> A XLA -> keras_s2s no XLA -> A no XLA
-    -> optional peers (--include-peers) -> Multi30k bucketing -> SavedModel
+    -> keras_s2s bf16 no XLA -> A bf16 no XLA -> optional peers (--include-peers) -> Multi30k bucketing -> SavedModel
     serving vs in-process -> matmul peak again
 
 This process imports no TensorFlow; it starts the children, collects their
@@ -28,6 +28,8 @@ import tempfile
 import time
 
 from bench import report, workload
+from bench.peer_runner import policy_raw_dir
+from bench.s2s_variant import variant_name
 
 DEFAULT_OUT = os.path.join("bench", "results", "latest.json")
 # Optional peers: key -> (result name, script and arguments, module it needs).
@@ -45,6 +47,7 @@ OPTIONAL_PEERS = {
 # (CTranslate2, decoding only) takes seconds; `make bench` installs it.
 DEFAULT_PEERS = "D"
 JOB_TIMEOUT_S = 1200
+BF16 = "mixed_bfloat16"
 
 
 def parse_args(argv=None):
@@ -89,13 +92,21 @@ def plan(args, raw_dir: str):
     py = sys.executable
     jobs, skipped = [], []
 
-    def s2s(jit):
-        out = os.path.join(raw_dir, f"keras_s2s_jit{jit}.json")
-        return (f"keras_s2s_jit{jit}", "s2s",
-                [py, "-m", "bench.s2s_variant", "--jit", str(jit), "--out", out], out)
+    def s2s(jit, precision="float32"):
+        name = variant_name(bool(jit), precision)
+        out = os.path.join(raw_dir, f"{name}.json")
+        return (name, "s2s", [py, "-m", "bench.s2s_variant", "--jit", str(jit),
+                              "--precision", precision, "--out", out], out)
 
     def peer(name, script_args):
         return (name, "peer", [py, "-m", "bench.peer_runner", *script_args], None)
+
+    def bf16_peer(name, script_args, result_name):
+        # The peer names its file itself, so the bf16 run writes to a folder of its own.
+        quick = "_quick" if args.quick else ""
+        out = os.path.join(policy_raw_dir(raw_dir, BF16) + quick, result_name + ".json")
+        return (name, "peer", [py, "-m", "bench.peer_runner", "--policy", BF16, *script_args],
+                out)
 
     jobs.append(("matmul_start", "matmul",
                  [py, "-m", "bench.matmul_peak", "--out", os.path.join(raw_dir, "matmul_peak.json")],
@@ -105,6 +116,13 @@ def plan(args, raw_dir: str):
         jobs.append(s2s(jit))
         if a_ok:
             jobs.append(peer(f"A_kerashub_jit{jit}", ["peer_a_kerashub.py", "--jit", str(jit)]))
+    # Mixed bfloat16 without XLA (XLA's CPU backend runs bfloat16 dots slower
+    # than float32), ours and peer A alike, so the precision's gain is not
+    # counted as ours.
+    jobs.append(s2s(0, BF16))
+    if a_ok:
+        jobs.append(bf16_peer("A_kerashub_bf16_jit0", ["peer_a_kerashub.py", "--jit", "0"],
+                              "A_kerashub_jit0"))
     if not a_ok:
         skipped.append("peer A (keras-hub): keras_hub not installed")
     for key in args.peers:
@@ -326,6 +344,8 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(raw_dir, ignore_errors=True)
         shutil.rmtree(raw_dir + "_quick", ignore_errors=True)
+        for folder in (policy_raw_dir(raw_dir, BF16), policy_raw_dir(raw_dir, BF16) + "_quick"):
+            shutil.rmtree(folder, ignore_errors=True)
 
     # Table order, not run order.
     order = list(report.LABELS)

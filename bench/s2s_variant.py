@@ -14,7 +14,12 @@ that no row ends early: `greedy_decode` and `beam_decode` (4 beams) of the
 first BATCH sources, `max_length` = DECODE_NEW_TOKENS, end id EOS; the
 output width is recorded to show the loop ran all steps.
 
+`--precision mixed_bfloat16` sets that Keras dtype policy before both models
+are built (bfloat16 matmuls, float32 variables and logits), the path of
+`train.py --precision mixed_bfloat16`.
+
     python -m bench.s2s_variant --jit 0|1 --out PATH [--peak-gflops G]
+                                [--precision float32|mixed_bfloat16]
 """
 
 from __future__ import annotations
@@ -100,11 +105,19 @@ def time_decode(common, decode, sources):
     }
 
 
-def run(jit: bool, peak_gflops: float | None) -> dict:
+def variant_name(jit: bool, precision: str) -> str:
+    """keras_s2s_jit1, keras_s2s_jit0, keras_s2s_bf16_jit0, ..."""
+    dtype = "" if precision == "float32" else "bf16_"
+    return f"keras_s2s_{dtype}jit{int(jit)}"
+
+
+def run(jit: bool, peak_gflops: float | None, precision: str = "float32") -> dict:
     common = workload.common()
     keras_timing = workload.peer_module("keras_timing")
     import keras
     import tensorflow as tf
+
+    keras.mixed_precision.set_dtype_policy(precision)
 
     from keras_s2s import build_transformer
     from keras_s2s.config import TrainConfig
@@ -112,10 +125,11 @@ def run(jit: bool, peak_gflops: float | None) -> dict:
     from keras_s2s.training import compile_model
 
     config = model_config(common)
-    train_config = TrainConfig(label_smoothing=0.1, jit_compile=jit)
+    train_config = TrainConfig(label_smoothing=0.1, jit_compile=jit, precision=precision)
     result = {
-        "name": f"keras_s2s_jit{int(jit)}",
+        "name": variant_name(jit, precision),
         "jit_compile": jit,
+        "precision": precision,
         "model_config": config.to_dict(),
         "train_config": {
             key: train_config.to_dict()[key]
@@ -201,10 +215,12 @@ def main(argv=None) -> None:
     parser.add_argument("--jit", type=int, choices=(0, 1), required=True,
                         help="compile the train step and the searches with XLA")
     parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16"),
+                        help="Keras dtype policy of both models (default %(default)s)")
     parser.add_argument("--peak-gflops", type=float, default=None,
                         help="fp32 matmul peak for MFU (default: none, MFU not computed)")
     args = parser.parse_args(argv)
-    result = run(bool(args.jit), args.peak_gflops)
+    result = run(bool(args.jit), args.peak_gflops, args.precision)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2, default=str)
 

@@ -347,8 +347,9 @@ def model_step_fn(model, encoder_tokens, *, max_length, beam_size=1):
     The encoder output, source mask and cross-attention keys/values do not
     change during the search, so `step_fn` closes over them instead of
     carrying them in `state`: beam search then reorders only the
-    self-attention caches. Build both inside the `tf.function` that runs
-    the search.
+    self-attention caches. They keep one row per sentence (B), also for
+    beam search: `CrossAttention` lets the K rows of a sentence share them.
+    Build both inside the `tf.function` that runs the search.
 
     Args:
         model: a model from `build_transformer` (or reloaded from `.keras`),
@@ -360,7 +361,8 @@ def model_step_fn(model, encoder_tokens, *, max_length, beam_size=1):
     Returns:
         `(step_fn, initial_state)`. `state` is
         `{"index": int32 scalar position of the next fed token,
-        "self_attention": tuple, per decoder layer, of (N, C, 2, H, Dh)}`.
+        "self_attention": tuple, per decoder layer, of (keys, values), each
+        (N, C, H, Dh)}`.
     """
     parts = model if isinstance(model, TransformerParts) else TransformerParts.from_model(model)
     _check_positive_int("beam_size", beam_size)
@@ -368,14 +370,12 @@ def model_step_fn(model, encoder_tokens, *, max_length, beam_size=1):
     encoder_tokens = tf.convert_to_tensor(encoder_tokens, tf.int32)
     encoder_output, source_mask = parts.encode(encoder_tokens)  # (B, S, D), (B, S)
     cache = parts.initial_cache(encoder_output, max_length + 1)
+    self_attention = cache.self_attention  # per layer 2 x (B, C, H, Dh)
     if beam_size > 1:
-        # Projected once per sentence, then shared by its K beams.
-        encoder_output, source_mask, cache = expand_to_beams(
-            (encoder_output, source_mask, (cache.self_attention, cache.cross_attention)),
-            beam_size,
-        )
-        cache = DecoderCache(*cache)
-    cross_attention = tuple(cache.cross_attention)  # per layer 2 x (N, S, H, Dh)
+        self_attention = expand_to_beams(self_attention, beam_size)  # 2 x (B*K, C, H, Dh)
+    # Projected once per sentence and never repeated: cross-attention lets
+    # the K beam rows of sentence b share its keys, values and source mask.
+    cross_attention = tuple(cache.cross_attention)  # per layer 2 x (B, S, H, Dh)
 
     def step_fn(ids, state):
         logits, new_cache = parts.decode(
@@ -393,7 +393,7 @@ def model_step_fn(model, encoder_tokens, *, max_length, beam_size=1):
 
     initial_state = {
         "index": tf.constant(0, tf.int32),
-        "self_attention": tuple(cache.self_attention),
+        "self_attention": tuple(self_attention),
     }
     return step_fn, initial_state
 

@@ -23,6 +23,7 @@ from keras_s2s.config import ModelConfig
 from keras_s2s.layers.decoder import DecoderLayer
 from keras_s2s.layers.encoder import EncoderLayer
 from keras_s2s.layers.masks import padding_mask
+from keras_s2s.layers.output_projection import OutputProjection
 from keras_s2s.layers.positional_embedding import PositionalEmbedding
 
 ENCODER_INPUT = "encoder_tokens"
@@ -56,8 +57,8 @@ class TransformerParts:
     target_embedding: PositionalEmbedding
     decoder_layers: list[DecoderLayer]
     decoder_norm: keras.layers.Layer | None
-    # A Dense layer named "logits", or the target embedding called in reverse
-    # (tied embeddings): hidden (B, T, D) -> float32 logits (B, T, V).
+    # An OutputProjection named "logits", or the target embedding called in
+    # reverse (tied embeddings): hidden (B, T, D) -> float32 logits (B, T, V).
     output_projection: Callable
 
     @classmethod
@@ -95,11 +96,7 @@ class TransformerParts:
             target_embedding = embedding(config.target_vocabulary_size, "target_embedding")
             source_embedding = embedding(config.source_vocabulary_size, "source_embedding")
         if config.tie_embeddings == "none":
-            output_projection = keras.layers.Dense(
-                config.target_vocabulary_size,
-                dtype="float32",  # logits in float32 even under mixed precision
-                name="logits",
-            )
+            output_projection = OutputProjection(config.target_vocabulary_size, name="logits")
         else:
             output_projection = functools.partial(target_embedding, reverse=True)
         return cls(

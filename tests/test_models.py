@@ -295,3 +295,45 @@ def test_tie_all_needs_one_vocabulary():
         make_model(tie_embeddings="all")
     with pytest.raises(ValueError, match=r"`tie_embeddings` must be one of"):
         make_model(tie_embeddings="yes")
+
+
+# --------------------------------------------------------------------------
+# Mixed precision: bfloat16 matmuls, float32 logits (--precision mixed_bfloat16)
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mixed_bfloat16():
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    yield
+    keras.mixed_precision.set_dtype_policy("float32")
+
+
+@pytest.mark.parametrize("tie", ["none", "all"])
+def test_mixed_bfloat16_model_is_close_to_float32_and_masked(tie, rng, mixed_bfloat16):
+    overrides = dict(source_vocabulary_size=50, tie_embeddings=tie)
+    mixed = make_model(**overrides)
+    keras.mixed_precision.set_dtype_policy("float32")
+    exact = make_model(**overrides)
+    exact.set_weights(mixed.get_weights())  # float32 variables in both
+    inputs = batch(rng)
+    real = inputs["decoder_tokens"] != 0
+    out = mixed(inputs)
+    assert out.dtype == "float32"
+    projection = TransformerParts.from_model(mixed).output_projection
+    assert getattr(projection, "func", projection).compute_dtype == "bfloat16"
+    np.testing.assert_array_equal(np.asarray(out._keras_mask), real)
+    np.testing.assert_allclose(logits(mixed, inputs)[real], logits(exact, inputs)[real], atol=0.1)
+    # Source padding is still masked exactly: bfloat16 changes rounding, not masking.
+    padded_source = dict(inputs, encoder_tokens=np.pad(inputs["encoder_tokens"], ((0, 0), (0, 7))))
+    np.testing.assert_array_equal(logits(mixed, padded_source)[real], logits(mixed, inputs)[real])
+
+
+def test_mixed_bfloat16_model_trains(rng, mixed_bfloat16):
+    model = _compiled(make_model())
+    inputs = batch(rng)
+    labels = np.where(inputs["decoder_tokens"] != 0, 7, 0)
+    before = model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"]
+    model.fit(inputs, labels, epochs=3, verbose=0)
+    assert model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"] < before
+    assert all(w.dtype == "float32" for w in model.trainable_weights)

@@ -236,7 +236,9 @@ class CrossAttention(_Attention):
             KNOWN_TRAPS 1 loses.
         cache: optional `(keys, values)`, each float (B, S, H, K), from
             `compute_cache(context)`, so decoding projects the encoder
-            output once per sentence.
+            output once per sentence. The query may then have N = B*G rows
+            (beam search: row b*G + g belongs to sentence b), with
+            `context_mask` (B, S) for the B sentences.
 
     Returns:
         float (B, T, D).
@@ -269,13 +271,22 @@ class CrossAttention(_Attention):
         self.built = True
 
     def call(self, query, context, query_mask=None, context_mask=None, cache=None):
-        key, value = self.compute_cache(context) if cache is None else cache  # (B, S, H, K) x 2
-        return self._attend(
-            self._project("btd,dhk->bthk", query, self.query_projection),  # (B, T, H, K)
-            key,
-            value,
-            masks.key_padding_mask(context_mask),
-        )
+        queries = self._project("btd,dhk->bthk", query, self.query_projection)  # (B, T, H, K)
+        mask = masks.key_padding_mask(context_mask)  # (B, 1, 1, S)
+        if cache is None:
+            key, value = self.compute_cache(context)  # 2 x (B, S, H, K)
+            return self._attend(queries, key, value, mask)
+        # Beam search feeds G = N / B rows per sentence (row b*G + g is
+        # hypothesis g of sentence b) against one copy of the sentence's keys
+        # and values: the G rows attend as G query positions of that sentence,
+        # so the cache is never repeated G times nor read G times per step.
+        key, value = cache  # 2 x (B, S, H, K)
+        rows, length = ops.shape(queries)[0], ops.shape(queries)[1]
+        grouped = ops.reshape(
+            queries, (ops.shape(key)[0], -1, self.num_heads, self.key_dim)
+        )  # (B, G*T, H, K)
+        outputs = self._attend(grouped, key, value, mask)  # (B, G*T, D)
+        return ops.reshape(outputs, (rows, length, ops.shape(outputs)[-1]))  # (N, T, D)
 
     def attention_weights(self, query, context, context_mask=None):
         """The attention probabilities, for inspection and alignment plots.

@@ -108,10 +108,11 @@ class PositionalEmbedding(keras.layers.Layer):
 
     def call(self, inputs, start_index=0, reverse=False):
         if reverse:
-            # float32 logits even under mixed precision, like the untied Dense.
-            hidden = ops.cast(inputs, "float32")  # (B, L, D)
-            table = ops.cast(self.embeddings, "float32")  # (V, D)
-            return ops.einsum("bld,vd->blv", hidden, table)
+            # The matmul in the compute dtype (bfloat16 under mixed_bfloat16),
+            # float32 logits for the softmax, like the untied OutputProjection.
+            hidden = ops.cast(inputs, self.compute_dtype)  # (B, L, D)
+            table = ops.cast(self.embeddings, self.compute_dtype)  # (V, D)
+            return ops.cast(ops.einsum("bld,vd->blv", hidden, table), "float32")
         length = ops.shape(inputs)[1]
         checks = self._check_length(length, start_index)
         tokens = self.token_embedding(inputs)  # (B, L, D)

@@ -53,7 +53,9 @@ class Residual(keras.layers.Layer):
         self.norm = keras.layers.LayerNormalization(
             epsilon=epsilon, dtype=self.dtype_policy, name="norm"
         )
-        self.dropout_layer = keras.layers.Dropout(dropout, name="dropout")
+        # The layer's own policy, not the global one at load time: a float32
+        # dropout would cast a reloaded bfloat16 model's stream back to float32.
+        self.dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy, name="dropout")
         self.supports_masking = True
 
     def build(self, input_shape):

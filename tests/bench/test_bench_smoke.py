@@ -22,10 +22,28 @@ def test_plan_alternates_ours_and_peer_a_between_two_matmul_peaks(tmp_path):
     names = [job[0] for job in jobs]
     assert names[0] == "matmul_start" and names[-1] == "matmul_end"
     ours = [n for n in names if n.startswith("keras_s2s")]
-    assert ours == ["keras_s2s_jit1", "keras_s2s_jit0"]
+    assert ours == ["keras_s2s_jit1", "keras_s2s_jit0", "keras_s2s_bf16_jit0"]
     if run.installed("keras_hub"):
-        assert names[1:5] == ["keras_s2s_jit1", "A_kerashub_jit1",
-                              "keras_s2s_jit0", "A_kerashub_jit0"]
+        assert names[1:7] == ["keras_s2s_jit1", "A_kerashub_jit1",
+                              "keras_s2s_jit0", "A_kerashub_jit0",
+                              "keras_s2s_bf16_jit0", "A_kerashub_bf16_jit0"]
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_bf16_jobs_set_the_policy_and_read_the_peers_own_folder(tmp_path, quick):
+    args = run.parse_args(["--include-peers", ""] + (["--quick"] if quick else []))
+    args.quick = quick
+    jobs = {job[0]: job for job in run.plan(args, str(tmp_path))[0]}
+    ours = jobs["keras_s2s_bf16_jit0"]
+    assert ours[2][ours[2].index("--precision") + 1] == "mixed_bfloat16"
+    if run.installed("keras_hub"):
+        _, _, argv, result_path = jobs["A_kerashub_bf16_jit0"]
+        assert argv[argv.index("--policy"):][:3] == [
+            "--policy", "mixed_bfloat16", "peer_a_kerashub.py"]
+        # common.save_raw writes to BENCH_RAW_DIR (+ "_quick"), which
+        # peer_runner points at the policy's own folder.
+        folder = str(tmp_path) + "_mixed_bfloat16" + ("_quick" if quick else "")
+        assert result_path == os.path.join(folder, "A_kerashub_jit0.json")
 
 
 def test_only_keeps_the_start_matmul_peak(tmp_path):
@@ -83,6 +101,8 @@ def test_ratios_and_markdown_from_fake_results():
     assert ratios["train_vs_best_keras_peer"]["ratio"] == pytest.approx(1.5)
     assert ratios["greedy_vs_A_jit1"]["ratio"] == pytest.approx(2.0)
     assert ratios["beam4_cost_vs_greedy_jit1"]["ratio"] == pytest.approx(4.0)
+    assert ratios["train_fp32_vs_best_fp32_keras_peer"]["ratio"] == pytest.approx(1.5)
+    assert "train_bf16_vs_A_bf16" not in ratios  # neither bf16 variant ran
     torch = ratios["train_vs_torch"]
     assert torch["ratio"] == pytest.approx(3.0) and "not same-run" in torch["what"]
     assert ratios["train_vs_torch_via_A"]["ratio"] == pytest.approx(1.5 * 2.5)
@@ -118,3 +138,15 @@ def test_plan_runs_the_serving_job_before_the_last_matmul_peak(tmp_path):
     jobs, _ = run.plan(run.parse_args([]), str(tmp_path))
     names = [job[0] for job in jobs]
     assert names[-3:] == ["bucketing", "serving", "matmul_end"]
+
+
+def test_bf16_rows_get_their_own_ratios():
+    rows = {name: report.summary_row(name, _fake_result(tokens, 100, 40), 1000)
+            for name, tokens in (("keras_s2s_jit0", 2000), ("A_kerashub_jit0", 2000),
+                                 ("keras_s2s_bf16_jit0", 3600), ("A_kerashub_bf16_jit0", 2400))}
+    ratios = report.ratios(rows, None, {"torch": False, "ctranslate2": False})
+    assert ratios["train_vs_best_keras_peer"]["ratio"] == pytest.approx(1.5)  # bf16 vs bf16
+    assert ratios["train_fp32_vs_best_fp32_keras_peer"]["ratio"] == pytest.approx(1.0)
+    assert ratios["train_bf16_vs_A_bf16"]["ratio"] == pytest.approx(1.5)
+    assert {"beam4_cost_vs_greedy_jit0", "beam4_cost_vs_greedy_bf16_jit0"} <= set(ratios)
+    assert rows["keras_s2s_bf16_jit0"]["label"] == "keras_s2s, mixed bf16, no XLA"

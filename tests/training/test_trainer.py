@@ -215,3 +215,25 @@ def test_bucket_width_auto_is_one_per_length_without_xla_and_coarse_with_it():
     assert train_bucket_width(TrainConfig(bucket_width=4), jit_compile=True) == 4
     with pytest.raises(ValueError, match=r"`bucket_width` must be a non-negative integer"):
         TrainConfig(bucket_width=-1)
+
+
+def test_mixed_bfloat16_run_trains_saves_and_translates(tmp_path):
+    # `--precision mixed_bfloat16`: bfloat16 matmuls on CPUs with native
+    # bfloat16 (AVX512-BF16 / AMX), float32 variables, logits and loss.
+    from tests.conftest import train_tiny_run
+    from keras_s2s.translator import Translator
+
+    run_dir = train_tiny_run(tmp_path / "run", precision="mixed_bfloat16")
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    assert metrics["precision"] == "mixed_bfloat16"
+    losses = metrics["history"]["loss"]
+    assert np.isfinite(losses).all() and losses[1] < losses[0]
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False)
+    assert model.get_layer("decoder_layer_0").compute_dtype == "bfloat16"
+    assert all(w.dtype == "float32" for w in model.weights)
+    inputs = {"encoder_tokens": np.array([[5, 6, 7, 0]]), "decoder_tokens": np.array([[2, 9, 0]])}
+    assert model(inputs).dtype == "float32"
+    translations = Translator.from_run_dir(run_dir, beam_size=2, jit_compile=False).translate(
+        ["The woman sleeps.", ""]
+    )
+    assert len(translations) == 2 and translations[1] == ""
