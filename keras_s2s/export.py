@@ -31,8 +31,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 
 import keras
 import tensorflow as tf
@@ -40,6 +38,7 @@ import tensorflow as tf
 from keras_s2s import decoding
 from keras_s2s.config import ModelConfig
 from keras_s2s.data.tokenizers import END_ID, START_ID, load_tokenizers
+from keras_s2s.files import atomic_directory
 from keras_s2s.models import TransformerParts
 from keras_s2s.training.trainer import TOKENIZER_FILES
 from keras_s2s.translator import prepare_sources
@@ -211,9 +210,7 @@ def export_run(
         asset_paths=assets,
     )
 
-    os.makedirs(model_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
-    try:
+    with atomic_directory(target, overwrite=overwrite) as staging:
         tf.saved_model.save(
             module,
             staging,
@@ -225,16 +222,6 @@ def export_run(
         extra = os.path.join(staging, "assets.extra")
         os.makedirs(extra, exist_ok=True)
         write_warmup_requests(os.path.join(extra, WARMUP_FILE), name)
-        if os.path.exists(target):  # overwrite: move the old one aside first
-            retired = tempfile.mkdtemp(prefix=f".old-{version}-", dir=model_dir)
-            os.rename(target, os.path.join(retired, "old"))
-            os.rename(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

@@ -22,11 +22,11 @@ import math
 import os
 import re
 import shutil
-import tempfile
 
 import keras
 import numpy as np
 
+from keras_s2s.files import atomic_directory
 from keras_s2s.training.trainer import (
     CONFIG_FILE,
     HISTORY_CSV,
@@ -299,10 +299,7 @@ def average_run(
         "source_run": source,
     }
 
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
-    try:
+    with atomic_directory(target, overwrite=overwrite) as staging:
         for name in (CONFIG_FILE, TRAIN_CONFIG_FILE, METRICS_FILE, HISTORY_CSV):
             if os.path.exists(os.path.join(run_dir, name)):
                 shutil.copyfile(os.path.join(run_dir, name), os.path.join(staging, name))
@@ -311,18 +308,4 @@ def average_run(
             shutil.copytree(os.path.join(run_dir, "data"), os.path.join(staging, "data"))
         model.save(os.path.join(staging, MODEL_FILE))
         _write_json(os.path.join(staging, AVERAGED_FILE), info)
-        if os.path.exists(target):
-            if not overwrite:  # appeared while we were averaging
-                raise ValueError(
-                    f"{output_dir} exists; pass overwrite=True (--overwrite) to replace it"
-                )
-            retired = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=parent)
-            os.rename(target, os.path.join(retired, "old"))
-            os.rename(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return info

@@ -6,6 +6,7 @@ import time
 
 import keras
 import sacrebleu
+import tensorflow as tf
 
 from keras_s2s.translator import Translator
 
@@ -54,12 +55,40 @@ class ValidationBleu(keras.callbacks.Callback):
             logs["val_bleu"] = bleu
 
 
+def any_worker(strategy, flag: bool) -> bool:
+    """True on every worker when `flag` is True on any of them.
+
+    Under MultiWorkerMirroredStrategy each worker runs its own callbacks, and
+    a worker that stops training while another goes on leaves the other
+    waiting forever in its next all-reduce. A stopping decision made from
+    local state (a clock) is therefore all-reduced (MAX) first. With one
+    worker this is `flag` itself.
+
+    Args:
+        strategy: the model's strategy (`model.distribute_strategy`), or None.
+        flag: this worker's decision.
+    """
+    extended = getattr(strategy, "extended", None)
+    if extended is None or not getattr(extended, "_in_multi_worker_mode", lambda: False)():
+        return bool(flag)
+    value = tf.constant(1.0 if flag else 0.0)
+
+    @tf.function
+    def maximum():
+        per_replica = strategy.run(lambda: tf.identity(value))
+        return strategy.reduce(tf.distribute.ReduceOp.MAX, per_replica, axis=None)
+
+    return bool(maximum() > 0.0)
+
+
 class TimeBudget(keras.callbacks.Callback):
     """Ends training before an epoch that would not finish within `minutes`.
 
     Measured from the start of `fit` (a resumed run starts a new budget); the
     next epoch is expected to take as long as the slowest one so far. Stopping between epochs keeps every
-    epoch checkpoint whole, so checkpoint averaging still works.
+    epoch checkpoint whole, so checkpoint averaging still works. Under
+    MultiWorkerMirroredStrategy the workers agree (`any_worker`): when one
+    worker's clock says stop, they all stop after the same epoch.
     """
 
     def __init__(self, minutes):
@@ -79,6 +108,7 @@ class TimeBudget(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
         self.slowest_epoch = max(self.slowest_epoch, now - self.epoch_started)
-        if now - self.started + self.slowest_epoch > self.seconds:
+        over_budget = now - self.started + self.slowest_epoch > self.seconds
+        if any_worker(getattr(self.model, "distribute_strategy", None), over_budget):
             self.model.stop_training = True
             self.stopped_after_epoch = epoch + 1

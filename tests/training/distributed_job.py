@@ -5,6 +5,7 @@ strategy named by TF_CONFIG (MultiWorkerMirroredStrategy with several
 workers) and saves the final weights and losses to OUT.npz.
 """
 
+import json
 import os
 import sys
 
@@ -78,7 +79,12 @@ def main(out_path):
 
     strategy = make_strategy("auto")
     losses, weights = train(strategy)
-    np.savez(out_path, losses=losses, **{f"w{i}": w for i, w in enumerate(weights)})
+    # Only worker 0 votes to stop: every worker must hear it (TimeBudget).
+    from keras_s2s.training.callbacks import any_worker
+
+    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
+    stop = any_worker(strategy, task.get("index", 0) == 0)
+    np.savez(out_path, losses=losses, stop=stop, **{f"w{i}": w for i, w in enumerate(weights)})
     print(f"worker done: {type(strategy).__name__} replicas={strategy.num_replicas_in_sync}")
 
 

@@ -109,6 +109,8 @@ def test_two_worker_processes_train_to_identical_weights(tmp_path):
     first, second = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
     assert first["losses"][-1] < first["losses"][0]
     np.testing.assert_array_equal(first["losses"], second["losses"])
+    # A stop decision of worker 0 alone reaches worker 1 (TimeBudget's any_worker).
+    assert bool(first["stop"]) and bool(second["stop"])
     for key in first.files:
         np.testing.assert_array_equal(first[key], second[key])
 
@@ -155,3 +157,11 @@ def test_trainer_under_mirrored_strategy_logs_val_bleu_and_history(two_cpu_strat
     assert [row["epoch"] for row in rows] == ["0", "1"]
     assert float(rows[1]["val_bleu"]) == pytest.approx(history["val_bleu"][1])
     assert json.load(open(os.path.join(run_dir, "metrics.json")))["replicas"] == 2
+
+
+def test_any_worker_is_the_flag_itself_on_one_worker(two_cpu_strategy):
+    from keras_s2s.training.callbacks import any_worker
+
+    for strategy in (None, tf.distribute.get_strategy(), two_cpu_strategy):
+        assert any_worker(strategy, True) is True
+        assert any_worker(strategy, False) is False

@@ -81,9 +81,9 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes(tmp_path):
 
 
 def test_fine_tuning_starts_at_the_run_loss_and_frozen_weights_stay(tiny_run, tmp_path):
+    from keras_s2s.models import TransformerParts
     from keras_s2s.training import train
     from keras_s2s.training.settings import make_configs
-    from keras_s2s.models import TransformerParts
 
     settings = {k: v for k, v in TINY_SETTINGS.items() if k not in (
         "hidden_dim", "num_heads", "intermediate_dim", "num_encoder_layers",
@@ -220,8 +220,8 @@ def test_bucket_width_auto_is_one_per_length_without_xla_and_coarse_with_it():
 def test_mixed_bfloat16_run_trains_saves_and_translates(tmp_path):
     # `--precision mixed_bfloat16`: bfloat16 matmuls on CPUs with native
     # bfloat16 (AVX512-BF16 / AMX), float32 variables, logits and loss.
-    from tests.conftest import train_tiny_run
     from keras_s2s.translator import Translator
+    from tests.conftest import train_tiny_run
 
     run_dir = train_tiny_run(tmp_path / "run", precision="mixed_bfloat16")
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
