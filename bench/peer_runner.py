@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import runpy
+import shutil
 import sys
 
 from bench import workload
@@ -35,8 +36,15 @@ def main(argv=None) -> None:
         if len(argv) < 3:
             raise SystemExit("usage: python -m bench.peer_runner --policy NAME SCRIPT [ARGS...]")
         policy, argv = argv[1], argv[2:]
-        # Read by common.py when it is imported below.
-        os.environ["BENCH_RAW_DIR"] = policy_raw_dir(os.environ.get("BENCH_RAW_DIR", ""), policy)
+        base = os.environ.get("BENCH_RAW_DIR") or os.path.join(workload.PEERS_DIR, "raw")
+        folder = policy_raw_dir(base, policy)
+        # The measured matmul peak (the peer's MFU denominator) is read from
+        # the same folder the results go to.
+        peak = os.path.join(base, "matmul_peak.json")
+        if os.path.isfile(peak):
+            os.makedirs(folder, exist_ok=True)
+            shutil.copyfile(peak, os.path.join(folder, "matmul_peak.json"))
+        os.environ["BENCH_RAW_DIR"] = folder  # read by common.py when it is imported below
     script = os.path.join(workload.PEERS_DIR, argv[0])
     if not os.path.isfile(script):
         raise SystemExit(f"no peer script {script}")

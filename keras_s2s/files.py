@@ -39,7 +39,12 @@ def atomic_directory(target: str, *, overwrite: bool = False):
             raise ValueError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
         retired = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
         os.rename(target, os.path.join(retired, "old"))
-        os.rename(staging, target)
+        try:
+            os.rename(staging, target)
+        except BaseException:
+            os.rename(os.path.join(retired, "old"), target)  # the old one stays
+            os.rmdir(retired)
+            raise
         shutil.rmtree(retired, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -320,8 +320,19 @@ def test_mixed_bfloat16_model_is_close_to_float32_and_masked(tie, rng, mixed_bfl
     real = inputs["decoder_tokens"] != 0
     out = mixed(inputs)
     assert out.dtype == "float32"
-    projection = TransformerParts.from_model(mixed).output_projection
-    assert getattr(projection, "func", projection).compute_dtype == "bfloat16"
+    # The projection onto the vocabulary (tied or not) multiplies in bfloat16:
+    # its float32 result carries bfloat16 rounding, which a float32 matmul would not.
+    parts = TransformerParts.from_model(mixed)
+    hidden = rng.normal(size=(2, 3, 16)).astype("float32")
+    projected = parts.output_projection(hidden)
+    if tie == "none":
+        expected = hidden.astype("float64") @ np.asarray(parts.output_projection.kernel)
+        expected = expected + np.asarray(parts.output_projection.bias)
+    else:
+        expected = hidden.astype("float64") @ np.asarray(parts.target_embedding.embeddings).T
+    assert projected.dtype == "float32"
+    assert np.abs(np.asarray(projected) - expected).max() > 1e-4
+    np.testing.assert_allclose(np.asarray(projected), expected, atol=0.1)
     np.testing.assert_array_equal(np.asarray(out._keras_mask), real)
     np.testing.assert_allclose(logits(mixed, inputs)[real], logits(exact, inputs)[real], atol=0.1)
     # Source padding is still masked exactly: bfloat16 changes rounding, not masking.

@@ -50,9 +50,13 @@ class _Attention(keras.layers.Layer):
         return kernel, bias
 
     def _project(self, equation, inputs, projection):
+        # Explicit casts: `compute_cache` runs outside `__call__`, where Keras
+        # does not autocast, and a float32 kernel would promote a bfloat16
+        # cross-attention cache to float32 (no-ops under float32).
         kernel, bias = projection
-        outputs = ops.einsum(equation, inputs, kernel)
-        return outputs if bias is None else outputs + bias
+        inputs = ops.cast(inputs, self.compute_dtype)
+        outputs = ops.einsum(equation, inputs, ops.cast(kernel, self.compute_dtype))
+        return outputs if bias is None else outputs + ops.cast(bias, self.compute_dtype)
 
     def _build_output(self, hidden_dim):
         heads_width = self.num_heads * self.key_dim

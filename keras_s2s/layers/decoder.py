@@ -38,7 +38,9 @@ class DecoderLayer(TransformerBlock):
             the earlier target positions, for incremental decoding.
         cache_index: int scalar, position of `inputs[:, 0]`; with a cache.
         cross_attention_cache: optional `(keys, values)`, each (B, S, H, K),
-            from `compute_cross_attention_cache(context)`.
+            from `compute_cross_attention_cache(context)`. With it, `inputs`
+            may have N = B*G rows (beam search: row b*G + g belongs to
+            sentence b, whose keys, values and `context_mask` row it uses).
 
     Returns:
         float (B, T, D) carrying `inputs_mask`; with `self_attention_cache`,

@@ -61,8 +61,9 @@ def any_worker(strategy, flag: bool) -> bool:
     Under MultiWorkerMirroredStrategy each worker runs its own callbacks, and
     a worker that stops training while another goes on leaves the other
     waiting forever in its next all-reduce. A stopping decision made from
-    local state (a clock) is therefore all-reduced (MAX) first. With one
-    worker this is `flag` itself.
+    local state (a clock) is therefore all-reduced first (a SUM of 0/1
+    votes: tf.distribute has no MAX reduction). With one worker this is
+    `flag` itself.
 
     Args:
         strategy: the model's strategy (`model.distribute_strategy`), or None.
@@ -74,11 +75,11 @@ def any_worker(strategy, flag: bool) -> bool:
     value = tf.constant(1.0 if flag else 0.0)
 
     @tf.function
-    def maximum():
+    def votes():
         per_replica = strategy.run(lambda: tf.identity(value))
-        return strategy.reduce(tf.distribute.ReduceOp.MAX, per_replica, axis=None)
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-    return bool(maximum() > 0.0)
+    return bool(votes() > 0.0)
 
 
 class TimeBudget(keras.callbacks.Callback):

@@ -3,6 +3,7 @@
 No model is trained and nothing is timed; the whole module runs in a few seconds.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -101,7 +102,6 @@ def test_ratios_and_markdown_from_fake_results():
     assert ratios["train_vs_best_keras_peer"]["ratio"] == pytest.approx(1.5)
     assert ratios["greedy_vs_A_jit1"]["ratio"] == pytest.approx(2.0)
     assert ratios["beam4_cost_vs_greedy_jit1"]["ratio"] == pytest.approx(4.0)
-    assert ratios["train_fp32_vs_best_fp32_keras_peer"]["ratio"] == pytest.approx(1.5)
     assert "train_bf16_vs_A_bf16" not in ratios  # neither bf16 variant ran
     torch = ratios["train_vs_torch"]
     assert torch["ratio"] == pytest.approx(3.0) and "not same-run" in torch["what"]
@@ -144,9 +144,34 @@ def test_bf16_rows_get_their_own_ratios():
     rows = {name: report.summary_row(name, _fake_result(tokens, 100, 40), 1000)
             for name, tokens in (("keras_s2s_jit0", 2000), ("A_kerashub_jit0", 2000),
                                  ("keras_s2s_bf16_jit0", 3600), ("A_kerashub_bf16_jit0", 2400))}
-    ratios = report.ratios(rows, None, {"torch": False, "ctranslate2": False})
-    assert ratios["train_vs_best_keras_peer"]["ratio"] == pytest.approx(1.5)  # bf16 vs bf16
-    assert ratios["train_fp32_vs_best_fp32_keras_peer"]["ratio"] == pytest.approx(1.0)
+    rows["D_ctranslate2"] = report.summary_row("D_ctranslate2", _fake_result(None, 80), 300)
+    ratios = report.ratios(rows, None, {"torch": False, "ctranslate2": True})
+    # float32 against float32 peers only, bf16 against bf16; the cross ratio says so.
+    assert ratios["train_vs_best_keras_peer"]["ratio"] == pytest.approx(1.0)
     assert ratios["train_bf16_vs_A_bf16"]["ratio"] == pytest.approx(1.5)
+    cross = ratios["train_bf16_vs_best_fp32_keras_peer"]
+    assert cross["ratio"] == pytest.approx(1.8) and "precision's gain" in cross["what"]
+    assert ratios["greedy_vs_ctranslate2"]["numerator"] == "keras_s2s_jit0"
+    assert "different precisions" in ratios["greedy_bf16_vs_ctranslate2"]["what"]
     assert {"beam4_cost_vs_greedy_jit0", "beam4_cost_vs_greedy_bf16_jit0"} <= set(ratios)
     assert rows["keras_s2s_bf16_jit0"]["label"] == "keras_s2s, mixed bf16, no XLA"
+
+
+def test_peer_runner_policy_runs_the_script_in_its_own_folder_with_the_peak(tmp_path):
+    peers, raw = tmp_path / "peers", tmp_path / "raw"
+    peers.mkdir()
+    raw.mkdir()
+    (raw / "matmul_peak.json").write_text('{"peak_gflops": 123.0}')
+    (peers / "common.py").write_text(
+        "import os\nRAW_DIR = os.environ['BENCH_RAW_DIR']\n")
+    (peers / "fake_peer.py").write_text(
+        "import json, os, sys, keras, common\n"
+        "out = os.path.join(common.RAW_DIR, 'fake.json')\n"
+        "json.dump({'argv': sys.argv[1:], 'policy': keras.config.dtype_policy().name,\n"
+        "           'peak': os.path.isfile(os.path.join(common.RAW_DIR, 'matmul_peak.json'))},\n"
+        "          open(out, 'w'))\n")
+    env = dict(os.environ, BENCH_PEERS_DIR=str(peers), BENCH_RAW_DIR=str(raw))
+    subprocess.run([sys.executable, "-m", "bench.peer_runner", "--policy", "mixed_bfloat16",
+                    "fake_peer.py", "--jit", "0"], env=env, cwd=workload.REPO_ROOT, check=True)
+    written = json.loads((tmp_path / "raw_mixed_bfloat16" / "fake.json").read_text())
+    assert written == {"argv": ["--jit", "0"], "policy": "mixed_bfloat16", "peak": True}
