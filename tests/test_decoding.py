@@ -571,3 +571,15 @@ def test_cached_greedy_equals_naive_loop_with_tied_embeddings(tie, sources):
             jit_compile=jit_compile,
         )
         np.testing.assert_array_equal(np.asarray(ids), expected)
+
+
+def test_beam_search_ignores_extra_source_padding(model, sources, ends):
+    # The K beams of a sentence share one cross-attention cache and one
+    # source-mask row (KNOWN_TRAPS 1 and 4 on the grouped path): padding
+    # appended to the source changes no hypothesis and no score.
+    options = dict(start_id=START, end_id=ends["emitted"], max_length=MAX_LENGTH,
+                   beam_size=3, length_penalty=0.6, jit_compile=False)
+    ids, scores = beam_decode(model, sources, **options)
+    padded_ids, padded_scores = beam_decode(model, np.pad(sources, ((0, 0), (0, 5))), **options)
+    np.testing.assert_array_equal(np.asarray(padded_ids), np.asarray(ids))
+    np.testing.assert_allclose(np.asarray(padded_scores), np.asarray(scores), atol=1e-5)
