@@ -169,6 +169,8 @@ def _field(default, help_text):
 SCHEDULES = ("inverse_sqrt", "cosine")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+# Policies a trained model can be reloaded under (evaluate/translate/export --precision).
+LOAD_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 TOKENIZER_TYPES = ("unigram", "bpe")
 EARLY_STOPPING_METRICS = ("val_loss", "val_bleu")
 

@@ -196,6 +196,7 @@ def evaluate_run(
     tokenized_reference: str | None = None,
     language: str | None = None,
     saved_model: str | None = None,
+    precision: str | None = None,
 ) -> dict:
     """Evaluates a run directory on a corpus and writes hypotheses and metrics.
 
@@ -221,6 +222,8 @@ def evaluate_run(
             included, instead of the in-process Translator. Its beam size and
             length penalty are the ones fixed at export; `beam_size` and
             `length_penalty` are then ignored.
+        precision: the dtype policy the in-process model runs under (see
+            `load_run_model`); None keeps the training's.
 
     Returns:
         The metrics dict (also written to `metrics.json`).
@@ -255,7 +258,7 @@ def evaluate_run(
     output_dir = output_dir or os.path.join(run_dir, "eval")
     os.makedirs(output_dir, exist_ok=True)
     translator = Translator.from_run_dir(
-        run_dir, beam_size=beam_size, length_penalty=length_penalty
+        run_dir, precision, beam_size=beam_size, length_penalty=length_penalty
     )
     config = ModelConfig.load(os.path.join(run_dir, "config.json"))
 
@@ -291,6 +294,8 @@ def evaluate_run(
             "beam_size": beam_size if saved_model is None else None,
             "length_penalty": length_penalty if saved_model is None else None,
             "decoded_by": "translator" if saved_model is None else f"saved_model:{saved_model}",
+            # The policy the decoder layers computed in (the in-process model's).
+            "precision": translator.parts.decoder_layers[0].dtype_policy.name,
             "decode_seconds": decode_seconds,
             "sentences_per_second": len(sources) / decode_seconds,
             "corpus": corpus if isinstance(corpus, str) else list(corpus),

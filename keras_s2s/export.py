@@ -32,14 +32,13 @@ import json
 import os
 import re
 
-import keras
 import tensorflow as tf
 
 from keras_s2s import decoding
 from keras_s2s.config import ModelConfig
 from keras_s2s.data.tokenizers import END_ID, START_ID, load_tokenizers
 from keras_s2s.files import atomic_directory
-from keras_s2s.models import TransformerParts
+from keras_s2s.models import CONFIG_FILE, TransformerParts, load_run_model
 from keras_s2s.training.trainer import TOKENIZER_FILES
 from keras_s2s.translator import prepare_sources
 
@@ -151,6 +150,7 @@ def export_run(
     beam_size: int | None = None,
     length_penalty: float | None = None,
     overwrite: bool = False,
+    precision: str | None = None,
 ) -> str:
     """Exports a trained run to `base_dir/name/version/` atomically.
 
@@ -167,6 +167,9 @@ def export_run(
         beam_size: beam size in the graph (default: the run's; 1 = greedy).
         length_penalty: GNMT alpha (default: the run's).
         overwrite: replace an existing version instead of failing.
+        precision: the dtype policy of the exported graph (see
+            `load_run_model`); None keeps the training's. "float32" serves a
+            mixed_bfloat16 run on CPUs without native bfloat16.
 
     Returns:
         The path of the written version folder.
@@ -190,11 +193,8 @@ def export_run(
             f"{target} exists; pass overwrite=True (--overwrite) to replace version {version}"
         )
 
-    model_path = os.path.join(run_dir, "model.keras")
-    if not os.path.exists(model_path):
-        raise ValueError(f"`run_dir` {run_dir!r} has no model.keras: train it first")
-    model = keras.saving.load_model(model_path, compile=False)
-    ModelConfig.load(os.path.join(run_dir, "config.json"))  # validates it
+    model = load_run_model(run_dir, precision)
+    ModelConfig.load(os.path.join(run_dir, CONFIG_FILE))  # validates it
     source_tokenizer, target_tokenizer = load_tokenizers(run_dir)
     assets = [
         os.path.join(run_dir, file)

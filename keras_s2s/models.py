@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Callable
 
 import keras
 from keras import ops
 
-from keras_s2s.config import ModelConfig
+from keras_s2s.config import LOAD_PRECISIONS, ModelConfig
 from keras_s2s.layers.decoder import DecoderLayer
 from keras_s2s.layers.encoder import EncoderLayer
 from keras_s2s.layers.masks import padding_mask
@@ -29,6 +30,8 @@ from keras_s2s.layers.positional_embedding import PositionalEmbedding
 ENCODER_INPUT = "encoder_tokens"
 DECODER_INPUT = "decoder_tokens"
 SHARED_EMBEDDING = "shared_embedding"  # the layer's name when tie_embeddings="all"
+MODEL_FILE = "model.keras"  # a run directory's trained model
+CONFIG_FILE = "config.json"  # its ModelConfig
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
@@ -293,3 +296,38 @@ def build_transformer(config: ModelConfig) -> keras.Model:
         outputs=logits,
         name="transformer",
     )
+
+
+def load_run_model(run_dir: str, precision: str | None = None) -> keras.Model:
+    """Loads a run directory's `model.keras`, optionally under another dtype policy.
+
+    Args:
+        run_dir: a trained run (model.keras and config.json).
+        precision: None keeps the policy the model was trained with; one of
+            `LOAD_PRECISIONS` rebuilds the model from config.json under that
+            policy and copies the weights in. Mixed-precision variables are
+            float32, so this loses nothing: a model trained in mixed_bfloat16
+            decodes in float32 on a CPU without native bfloat16, and the
+            other way round.
+    """
+    if precision is not None and precision not in LOAD_PRECISIONS:
+        raise ValueError(
+            f"`precision` must be one of {list(LOAD_PRECISIONS)} or None (as trained); "
+            f"received precision={precision!r}"
+        )
+    path = os.path.join(run_dir, MODEL_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"`run_dir` {run_dir!r} has no {MODEL_FILE}: train it first")
+    model = keras.saving.load_model(path, compile=False)
+    if precision is None:
+        return model
+    config = ModelConfig.load(os.path.join(run_dir, CONFIG_FILE))
+    # The policy applies to layers created while it is set: only the rebuilt model's.
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        rebuilt = build_transformer(config)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt

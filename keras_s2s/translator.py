@@ -13,10 +13,15 @@ import tensorflow as tf
 
 from keras_s2s import decoding
 from keras_s2s.config import ModelConfig
-from keras_s2s.data.tokenizers import END_ID, PAD_ID, START_ID, UNK_ID, Tokenizer, load_tokenizers
-from keras_s2s.models import TransformerParts
-
-MODEL_FILE = "model.keras"
+from keras_s2s.data.tokenizers import (
+    END_ID,
+    PAD_ID,
+    START_ID,
+    UNK_ID,
+    Tokenizer,
+    load_tokenizers,
+)
+from keras_s2s.models import CONFIG_FILE, TransformerParts, load_run_model
 
 
 def prepare_sources(tokenizer, sentences, max_length):
@@ -87,13 +92,14 @@ class Translator:
         self.max_length = max_length or self.parts.target_embedding.max_length - 1
 
     @classmethod
-    def from_run_dir(cls, run_dir: str, **kwargs) -> "Translator":
-        """Loads `model.keras` and the tokenizers of a training run directory."""
-        path = os.path.join(run_dir, MODEL_FILE)
-        if not os.path.exists(path):
-            raise ValueError(f"`run_dir` {run_dir!r} has no {MODEL_FILE}: train it first")
-        model = keras.saving.load_model(path, compile=False)
-        config = ModelConfig.load(os.path.join(run_dir, "config.json"))
+    def from_run_dir(cls, run_dir: str, precision: str | None = None, **kwargs) -> "Translator":
+        """Loads `model.keras` and the tokenizers of a training run directory.
+
+        `precision` decodes under another dtype policy than the training's
+        (see `load_run_model`), e.g. "float32" for a mixed_bfloat16 run.
+        """
+        model = load_run_model(run_dir, precision)
+        config = ModelConfig.load(os.path.join(run_dir, CONFIG_FILE))
         source_tokenizer, target_tokenizer = load_tokenizers(run_dir)
         sizes = (source_tokenizer.vocabulary_size, target_tokenizer.vocabulary_size)
         if sizes != (config.source_vocabulary_size, config.target_vocabulary_size):

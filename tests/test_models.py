@@ -8,13 +8,13 @@ import pytest
 import tensorflow as tf
 
 from keras_s2s import ModelConfig, build_transformer
-from keras_s2s.models import TransformerParts
+from keras_s2s.models import TransformerParts, load_run_model
 
 DEPTHS = [1, 2, 3]
 
 
-def make_model(num_decoder_layers=2, **overrides):
-    config = ModelConfig(
+def make_config(num_decoder_layers=2, **overrides):
+    return ModelConfig(
         **dict(
             dict(
                 source_vocabulary_size=40,
@@ -30,7 +30,10 @@ def make_model(num_decoder_layers=2, **overrides):
             **overrides,
         )
     )
-    return build_transformer(config)
+
+
+def make_model(num_decoder_layers=2, **overrides):
+    return build_transformer(make_config(num_decoder_layers, **overrides))
 
 
 def batch(rng, source_lengths=(5, 3), target_lengths=(4, 2), source_width=6, target_width=5):
@@ -348,3 +351,53 @@ def test_mixed_bfloat16_model_trains(rng, mixed_bfloat16):
     model.fit(inputs, labels, epochs=3, verbose=0)
     assert model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"] < before
     assert all(w.dtype == "float32" for w in model.trainable_weights)
+
+
+def save_run(run_dir, model, config):
+    run_dir.mkdir()
+    model.save(run_dir / "model.keras")
+    config.save(run_dir / "config.json")
+    return str(run_dir)
+
+
+def test_load_run_model_reloads_a_bfloat16_run_in_float32(tmp_path, rng, mixed_bfloat16):
+    # evaluate/translate/export --precision float32: a model trained in
+    # mixed_bfloat16 decodes in float32 (CPUs without native bfloat16).
+    config = make_config(source_vocabulary_size=50)
+    trained = build_transformer(config)
+    run_dir = save_run(tmp_path / "run", trained, config)
+    inputs = batch(rng)
+    real = inputs["decoder_tokens"] != 0
+
+    as_trained = load_run_model(run_dir)
+    assert TransformerParts.from_model(as_trained).decoder_layers[0].compute_dtype == "bfloat16"
+    np.testing.assert_array_equal(logits(as_trained, inputs), logits(trained, inputs))
+
+    in_float32 = load_run_model(run_dir, "float32")
+    assert keras.config.dtype_policy().name == "mixed_bfloat16"  # the global policy is left alone
+    parts = TransformerParts.from_model(in_float32)
+    assert {layer.compute_dtype for layer in parts.decoder_layers + parts.encoder_layers} == {"float32"}
+    for got, want in zip(in_float32.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    keras.mixed_precision.set_dtype_policy("float32")
+    exact = build_transformer(config)
+    exact.set_weights(trained.get_weights())
+    np.testing.assert_allclose(logits(in_float32, inputs)[real], logits(exact, inputs)[real], atol=1e-5)
+    # ... and not the bfloat16 numbers: the rebuild really computes in float32.
+    assert np.abs(logits(in_float32, inputs)[real] - logits(trained, inputs)[real]).max() > 1e-4
+
+
+def test_load_run_model_reloads_a_float32_run_in_bfloat16(tmp_path, rng):
+    config = make_config()
+    run_dir = save_run(tmp_path / "run", build_transformer(config), config)
+    model = load_run_model(run_dir, "mixed_bfloat16")
+    assert TransformerParts.from_model(model).decoder_layers[0].compute_dtype == "bfloat16"
+    assert keras.config.dtype_policy().name == "float32"
+    assert logits(model, batch(rng)).dtype == "float32"
+
+
+def test_load_run_model_names_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match=r"`precision` must be one of .*received precision='bf16'"):
+        load_run_model(str(tmp_path), "bf16")
+    with pytest.raises(ValueError, match=r"has no model.keras: train it first"):
+        load_run_model(str(tmp_path), "float32")

@@ -14,6 +14,8 @@ import json
 import os
 import sys
 
+from keras_s2s.config import LOAD_PRECISIONS
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
@@ -42,6 +44,11 @@ def parse_args(argv=None):
         help="decode through an exported version (saved_models/NAME/N, strings in and out) "
              "instead of in-process; its beam settings are the export's",
     )
+    parser.add_argument(
+        "--precision", choices=LOAD_PRECISIONS,
+        help="run the in-process model under this dtype policy instead of the training's "
+             "(e.g. float32 for a mixed_bfloat16 run on a CPU without native bfloat16)",
+    )
     args = parser.parse_args(argv)
     if args.saved_model and (args.beam_size is not None or args.length_penalty is not None):
         parser.error("--saved-model decodes with the beam settings fixed at export: "
@@ -53,9 +60,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from keras_s2s.config import TrainConfig
     from keras_s2s.evaluation import evaluate_run
     from keras_s2s.training.trainer import TRAIN_CONFIG_FILE, resolve_corpus
-    from keras_s2s.config import TrainConfig
 
     try:
         with open(os.path.join(args.run_dir, TRAIN_CONFIG_FILE), encoding="utf-8") as f:
@@ -77,6 +84,7 @@ def main(argv=None):
             tokenized_reference=args.tokenized_reference,
             language=args.language,
             saved_model=args.saved_model,
+            precision=args.precision,
         )
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")

@@ -7,6 +7,8 @@ atomically; an existing version is never replaced without --overwrite.
 import argparse
 import sys
 
+from keras_s2s.config import LOAD_PRECISIONS
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__,
@@ -18,6 +20,11 @@ def parse_args(argv=None):
     parser.add_argument("--beam-size", type=int, help="beam size in the graph, 1 = greedy (default: the run's)")
     parser.add_argument("--length-penalty", type=float, help="GNMT alpha (default: the run's)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    parser.add_argument(
+        "--precision", choices=LOAD_PRECISIONS,
+        help="export the graph under this dtype policy instead of the training's "
+             "(e.g. float32 for a mixed_bfloat16 run on a CPU without native bfloat16)",
+    )
     return parser.parse_args(argv)
 
 
@@ -34,6 +41,7 @@ def main(argv=None):
             beam_size=args.beam_size,
             length_penalty=args.length_penalty,
             overwrite=args.overwrite,
+            precision=args.precision,
         )
     except ValueError as error:
         sys.exit(f"error: {error}")

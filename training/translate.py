@@ -8,6 +8,8 @@ decoder layer's cross-attention of the first sentence.
 import argparse
 import sys
 
+from keras_s2s.config import LOAD_PRECISIONS
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m training.translate", description=__doc__,
@@ -17,6 +19,11 @@ def parse_args(argv=None):
     parser.add_argument("--beam-size", type=int, help="beam size, 1 = greedy (default: the run's)")
     parser.add_argument("--length-penalty", type=float, help="GNMT alpha (default: the run's)")
     parser.add_argument("--plot-attention", metavar="PNG", help="write the first sentence's cross-attention here")
+    parser.add_argument(
+        "--precision", choices=LOAD_PRECISIONS,
+        help="decode under this dtype policy instead of the training's "
+             "(e.g. float32 for a mixed_bfloat16 run on a CPU without native bfloat16)",
+    )
     args = parser.parse_args(argv)
     if args.beam_size is not None and args.beam_size < 1:
         parser.error(f"--beam-size must be at least 1; received {args.beam_size}")
@@ -38,6 +45,7 @@ def main(argv=None):
             settings = json.load(f)
         translator = Translator.from_run_dir(
             args.run_dir,
+            args.precision,
             beam_size=args.beam_size or settings.get("beam_size", 4),
             length_penalty=(
                 settings.get("length_penalty", 0.6) if args.length_penalty is None else args.length_penalty

@@ -27,11 +27,10 @@ import keras
 import numpy as np
 
 from keras_s2s.files import atomic_directory
+from keras_s2s.models import CONFIG_FILE, MODEL_FILE, load_run_model
 from keras_s2s.training.trainer import (
-    CONFIG_FILE,
     HISTORY_CSV,
     METRICS_FILE,
-    MODEL_FILE,
     TRAIN_CONFIG_FILE,
     copy_tokenizers,
     has_tokenizers,
@@ -289,7 +288,7 @@ def average_run(
         raise ValueError(f"`run_dir` {run_dir!r} has no tokenizers (source.model or shared.model)")
 
     paths = select_checkpoints(run_dir, last=last, best=best, metric=metric)
-    model = keras.saving.load_model(os.path.join(run_dir, MODEL_FILE), compile=False)
+    model = load_run_model(run_dir)
     average_weights(model, paths)
     epochs = [int(_CHECKPOINT_NAME.fullmatch(os.path.basename(p)).group(1)) for p in paths]
     info = {

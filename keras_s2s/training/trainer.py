@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from keras_s2s import data
 from keras_s2s.config import ModelConfig, TrainConfig
-from keras_s2s.models import TransformerParts, build_transformer
+from keras_s2s.models import CONFIG_FILE, MODEL_FILE, TransformerParts, build_transformer, load_run_model
 from keras_s2s.training.callbacks import TimeBudget, ValidationBleu
 from keras_s2s.training.losses import MaskedCrossEntropy, masked_accuracy
 from keras_s2s.training.schedules import WarmupCosine, WarmupInverseSqrt
@@ -37,9 +37,7 @@ from keras_s2s.training.strategy import make_strategy, set_precision
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
 TRAIN_CONFIG_FILE = "train_config.json"
-MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
 HISTORY_CSV = "history.csv"  # one row per finished epoch, appended across resumptions
 
@@ -194,10 +192,9 @@ def prepare_tokenizers(run_dir: str, train_path: str, train_config: TrainConfig,
 
 def load_init_model(init_from: str, model_config: ModelConfig):
     """The trained model of `init_from`, checked against its config."""
-    path = os.path.join(init_from, MODEL_FILE)
-    if not os.path.exists(path):
+    if not os.path.exists(os.path.join(init_from, MODEL_FILE)):
         raise ValueError(f"--init-from {init_from!r}: no {MODEL_FILE} in that run directory")
-    return keras.saving.load_model(path, compile=False)
+    return load_run_model(init_from)
 
 
 def train(

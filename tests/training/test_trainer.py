@@ -237,3 +237,23 @@ def test_mixed_bfloat16_run_trains_saves_and_translates(tmp_path):
         ["The woman sleeps.", ""]
     )
     assert len(translations) == 2 and translations[1] == ""
+
+
+    # --precision float32 serves it where bfloat16 is slow (no native support):
+    # in process, through the evaluate CLI, and exported.
+    from keras_s2s.evaluation import saved_model_translate
+    from keras_s2s.export import export_run
+
+    sentences = ["The woman sleeps.", "A dog runs in the park."]
+    in_float32 = Translator.from_run_dir(run_dir, "float32", beam_size=2, jit_compile=False)
+    assert in_float32.parts.decoder_layers[0].compute_dtype == "float32"
+    exported = export_run(run_dir, "bf16", base_dir=str(tmp_path / "saved"), beam_size=2,
+                          precision="float32")
+    assert saved_model_translate(exported)(sentences) == in_float32.translate(sentences)
+    result = subprocess.run(
+        [sys.executable, "-m", "training.evaluate", "--run-dir", run_dir, "--max-sentences", "8",
+         "--beam-size", "1", "--precision", "float32", "--output-dir", str(tmp_path / "eval")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["precision"] == "float32"
