@@ -236,7 +236,7 @@ def markdown(results: dict) -> str:
 
 
 def serving_summary(serving: dict | None) -> str:
-    """One line per beam size: SavedModel vs in-process throughput, and latency."""
+    """Per beam size: SavedModel (plain, then XLA) vs in-process throughput, and latency."""
     if not serving or "by_beam" not in serving:
         return (serving or {}).get("skipped") or (serving or {}).get("error") or "not run"
     parts = []
@@ -249,6 +249,12 @@ def serving_summary(serving: dict | None) -> str:
             f"{row['saved_model_over_in_process_no_xla']:.2f}x without "
             f"({row['in_process_jit0']['sentences_per_s']:.1f}); one-sentence latency "
             f"p50 {latency['p50_ms']:.0f} ms, p95 {latency['p95_ms']:.0f} ms")
+        if "saved_model_xla" in row:  # runs before the XLA export existed lack it
+            xla, xla_latency = row["saved_model_xla"], row["saved_model_xla_latency"]
+            parts[-1] += (
+                f"; XLA export (--jit-compile): {xla['sentences_per_s']:.1f} sentences/s = "
+                f"{row['saved_model_xla_over_in_process']:.2f}x in-process with XLA, latency "
+                f"p50 {xla_latency['p50_ms']:.0f} ms, p95 {xla_latency['p95_ms']:.0f} ms")
     return "; ".join(parts)
 
 

@@ -11,7 +11,9 @@ the model's max_length - 1 new tokens (what the export allows):
   not, detokenize), beam 1 (greedy) and beam 4;
 - exported: `training.export`'s SavedModel (`export_run`), loaded with
   `tf.saved_model.load`, its `serving_default` signature called with the
-  strings: what TF Serving runs (no XLA).
+  strings: what stock TF Serving runs (no XLA);
+- exported with `--jit-compile` (the search as an XLA function): what TF
+  Serving runs with `--xla_cpu_compilation_enabled=true`.
 
 Throughput: median of the shared protocol's repeats. Latency: one sentence
 per call, LATENCY_CALLS calls after a warm-up, p50 and p95.
@@ -64,6 +66,19 @@ def latency(translate, sentence):
     return percentiles(seconds)
 
 
+def served_translate(loaded):
+    """Strings -> strings through a loaded export's serving_default signature."""
+    import tensorflow as tf
+
+    serve = loaded.signatures["serving_default"]
+
+    def translate(batch):
+        outputs = serve(inputs=tf.constant(batch))["outputs"].numpy()
+        return [text.decode("utf-8") for text in outputs]
+
+    return translate
+
+
 def throughput(common, translate, sentences):
     import numpy as np
 
@@ -107,13 +122,6 @@ def run() -> dict:
         for beam_size in BEAM_SIZES:
             run_dir = os.path.join(scratch, f"run{beam_size}")
             write_run_dir(run_dir, model, config, (source_tokenizer, target_tokenizer), beam_size)
-            exported = export_run(run_dir, f"beam{beam_size}", base_dir=scratch)
-            serve = tf.saved_model.load(exported).signatures["serving_default"]
-
-            def served(batch, serve=serve):
-                outputs = serve(inputs=tf.constant(batch))["outputs"].numpy()
-                return [text.decode("utf-8") for text in outputs]
-
             row = {}
             # The export searches up to max_length - 1 new tokens and a random
             # model never ends early: the in-process search gets the same cap.
@@ -123,12 +131,17 @@ def run() -> dict:
                                         jit_compile=jit)
                 row[f"in_process_jit{int(jit)}"] = throughput(common, translator.translate, sentences)
                 row[f"in_process_jit{int(jit)}_latency"] = latency(translator.translate, sentences[0])
-            row["saved_model"] = throughput(common, served, sentences)
-            row["saved_model_latency"] = latency(served, sentences[0])
-            row["saved_model_over_in_process"] = (
-                row["saved_model"]["sentences_per_s"] / row["in_process_jit1"]["sentences_per_s"])
-            row["saved_model_over_in_process_no_xla"] = (
-                row["saved_model"]["sentences_per_s"] / row["in_process_jit0"]["sentences_per_s"])
+            for jit, key in ((False, "saved_model"), (True, "saved_model_xla")):
+                exported = export_run(run_dir, f"beam{beam_size}_jit{int(jit)}", base_dir=scratch,
+                                      jit_compile=jit)
+                served = served_translate(tf.saved_model.load(exported))
+                row[key] = throughput(common, served, sentences)
+                row[f"{key}_latency"] = latency(served, sentences[0])
+            rate = {key: row[key]["sentences_per_s"]
+                    for key in ("saved_model", "saved_model_xla", "in_process_jit1", "in_process_jit0")}
+            row["saved_model_over_in_process"] = rate["saved_model"] / rate["in_process_jit1"]
+            row["saved_model_over_in_process_no_xla"] = rate["saved_model"] / rate["in_process_jit0"]
+            row["saved_model_xla_over_in_process"] = rate["saved_model_xla"] / rate["in_process_jit1"]
             result["by_beam"][str(beam_size)] = row
     return result
 
@@ -145,8 +158,9 @@ def main(argv=None) -> None:
             print(f"beam {beam}: SavedModel {row['saved_model']['sentences_per_s']:.1f} sent/s, "
                   f"in-process XLA {row['in_process_jit1']['sentences_per_s']:.1f} "
                   f"({row['saved_model_over_in_process']:.2f}x); latency p50/p95 "
-                  f"{row['saved_model_latency']['p50_ms']:.0f}/{row['saved_model_latency']['p95_ms']:.0f} ms",
-                  flush=True)
+                  f"{row['saved_model_latency']['p50_ms']:.0f}/{row['saved_model_latency']['p95_ms']:.0f} ms; "
+                  f"XLA export {row['saved_model_xla']['sentences_per_s']:.1f} sent/s "
+                  f"({row['saved_model_xla_over_in_process']:.2f}x)", flush=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
 

@@ -14,8 +14,9 @@ Everything inside the loops has a fixed shape (preallocated id buffers,
 fixed-size caches, masks instead of growing tensors), so both searches
 compile with `tf.function(jit_compile=True)`; and they use core TensorFlow
 ops only (no Addons `GatherTree`, no `py_function`), so a SavedModel made
-from them runs in stock TF Serving (KNOWN_TRAPS 8). Export without
-`jit_compile`: TF Serving does not JIT-compile XLA clusters on CPU by default.
+from them runs in stock TF Serving (KNOWN_TRAPS 8). The default export has
+no XLA function: TF Serving JIT-compiles them on CPU only when started with
+`--xla_cpu_compilation_enabled` (`export_run(jit_compile=True)`).
 
 Returned ids follow one format everywhere: the tokens generated after the
 start token, `end_id` last where a hypothesis finished, then PAD (0). PAD
@@ -606,12 +607,21 @@ def _source_batch(model, encoder_tokens, jit_compile):
     encoder_tokens = tf.cast(encoder_tokens, tf.int32)
     if not jit_compile:
         return encoder_tokens
-    source_length = encoder_tokens.shape[1]
     limit = TransformerParts.from_model(model).source_embedding.max_length
-    bucketed = min(-(-source_length // _SOURCE_BUCKET) * _SOURCE_BUCKET, limit)
-    if bucketed <= source_length:
-        return encoder_tokens
-    return tf.pad(encoder_tokens, [[0, 0], [0, bucketed - source_length]])
+    return pad_source_to_bucket(encoder_tokens, limit)
+
+
+def pad_source_to_bucket(encoder_tokens, limit):
+    """(B, S) -> (B, S'): S padded up to a multiple of 8, at most `limit`.
+
+    For the searches run under XLA, which compiles once per input shape:
+    here and in an XLA export (`export_run(jit_compile=True)`), where S is
+    only known in the graph. Sources longer than `limit` are left as they are.
+    """
+    source_length = tf.shape(encoder_tokens)[1]
+    rounded_up = (source_length + _SOURCE_BUCKET - 1) // _SOURCE_BUCKET * _SOURCE_BUCKET
+    bucketed = tf.minimum(rounded_up, limit)
+    return tf.pad(encoder_tokens, [[0, 0], [0, tf.maximum(bucketed - source_length, 0)]])
 
 
 # --------------------------------------------------------------------------

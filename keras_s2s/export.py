@@ -16,6 +16,11 @@ core TensorFlow ops, and detokenization. No TensorFlow Addons op, no
 py_function and no XLA-only op: stock TF Serving, which links core
 TensorFlow and tensorflow-text, runs it (KNOWN_TRAPS 7, 8).
 
+`jit_compile=True` (`--jit-compile`) marks the search (not the tokenizers,
+which have no XLA kernels) for XLA, with source lengths padded to multiples
+of 8 so that few shapes compile: faster on CPU, but TF Serving then needs
+`--xla_cpu_compilation_enabled=true` (without it, the first request fails).
+
 Input handling at serving time (documented in the README):
     * invalid UTF-8 bytes are replaced by U+FFFD before tokenization;
     * an empty or whitespace-only sentence gives "" with score 0.0;
@@ -58,6 +63,7 @@ class TranslationModule(tf.Module):
         length_penalty: GNMT alpha.
         max_length: most generated tokens (default: model max_length - 1).
         asset_paths: files copied into the SavedModel's assets/.
+        jit_compile: run the search under XLA (see the module docstring).
     """
 
     def __init__(
@@ -70,6 +76,7 @@ class TranslationModule(tf.Module):
         length_penalty=0.6,
         max_length=None,
         asset_paths=(),
+        jit_compile=False,
     ):
         super().__init__(name="keras_s2s_translation")
         # Only the tf.Variables are tracked, not the Keras layers: the
@@ -84,8 +91,19 @@ class TranslationModule(tf.Module):
         self.source_max_length = self.parts.source_embedding.max_length
         self.max_length = max_length or self.parts.target_embedding.max_length - 1
         self.assets = [tf.saved_model.Asset(path) for path in asset_paths]
+        # Not tracked as an attribute: the serving graphs call it, which saves it.
+        xla_search = tf.function(self._search_ids, jit_compile=True) if jit_compile else None
+        object.__setattr__(self, "_xla_search", xla_search)
 
     def _search(self, encoder_tokens):
+        """(N, S) ids -> ids (N, L), scores (N,), under XLA when `jit_compile`."""
+        if self._xla_search is None:
+            return self._search_ids(encoder_tokens)
+        return self._xla_search(
+            decoding.pad_source_to_bucket(encoder_tokens, self.source_max_length)
+        )
+
+    def _search_ids(self, encoder_tokens):
         """(N, S) ids -> ids (N, L), scores (N,); beam search (K=1 is greedy)."""
         return decoding.search_in_graph(
             self.parts,
@@ -151,6 +169,7 @@ def export_run(
     length_penalty: float | None = None,
     overwrite: bool = False,
     precision: str | None = None,
+    jit_compile: bool = False,
 ) -> str:
     """Exports a trained run to `base_dir/name/version/` atomically.
 
@@ -170,6 +189,8 @@ def export_run(
         precision: the dtype policy of the exported graph (see
             `load_run_model`); None keeps the training's. "float32" serves a
             mixed_bfloat16 run on CPUs without native bfloat16.
+        jit_compile: run the search under XLA; TF Serving then needs
+            `--xla_cpu_compilation_enabled=true` (module docstring).
 
     Returns:
         The path of the written version folder.
@@ -178,6 +199,8 @@ def export_run(
         raise ValueError(
             f"`name` must be letters, digits, '_', '.', '-'; received name={name!r}"
         )
+    if not isinstance(jit_compile, bool):
+        raise ValueError(f"`jit_compile` must be True or False; received jit_compile={jit_compile!r}")
     train_settings = _read_json(os.path.join(run_dir, "train_config.json"))
     beam_size = beam_size or train_settings.get("beam_size", 4)
     length_penalty = (
@@ -208,6 +231,7 @@ def export_run(
         beam_size=beam_size,
         length_penalty=length_penalty,
         asset_paths=assets,
+        jit_compile=jit_compile,
     )
 
     with atomic_directory(target, overwrite=overwrite) as staging:

@@ -121,16 +121,28 @@ def test_translate_ids_signature(exported, tiny_run):
     assert (got[:, ids.shape[1]:] == 0).all()
 
 
-def test_graph_holds_only_core_and_tf_text_ops(exported):
-    # KNOWN_TRAPS 8: TF Serving links core TensorFlow and tensorflow-text only.
+def saved_graph(path):
     from tensorflow.core.protobuf import saved_model_pb2
-    from tensorflow.python.framework import op_def_registry
 
-    _, path = exported
     proto = saved_model_pb2.SavedModel()
     with open(os.path.join(path, "saved_model.pb"), "rb") as f:
         proto.ParseFromString(f.read())
-    graph = proto.meta_graphs[0].graph_def
+    return proto.meta_graphs[0].graph_def
+
+
+def xla_functions(graph):
+    """Library functions marked for XLA (`tf.function(jit_compile=True)`)."""
+    return [f for f in graph.library.function
+            if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b]
+
+
+def test_graph_holds_only_core_and_tf_text_ops(exported):
+    # KNOWN_TRAPS 8: TF Serving links core TensorFlow and tensorflow-text only.
+    from tensorflow.python.framework import op_def_registry
+
+    _, path = exported
+    graph = saved_graph(path)
+    assert not xla_functions(graph)  # stock TF Serving needs no XLA flag for it
     ops = {node.op for node in graph.node}
     for function in graph.library.function:
         ops |= {node.op for node in function.node_def}
@@ -174,3 +186,21 @@ def test_export_script(tiny_run, tmp_path):
         [sys.executable, "-m", "training.export", "--run-dir", tiny_run, "--name", "a/b",
          "--base-dir", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "`name` must be letters" in bad.stderr
+
+
+def test_xla_export_matches_the_xla_translator_in_a_fresh_process(tiny_run, tmp_path):
+    # --jit-compile: the search (only) is an XLA function, sources padded to
+    # multiples of 8 in the graph; the translations stay the Translator's.
+    path = export.export_run(tiny_run, "tiny", base_dir=str(tmp_path / "saved"), beam_size=2,
+                             jit_compile=True)
+    compiled = xla_functions(saved_graph(path))
+    assert compiled
+    ops = {node.op for function in compiled for node in function.node_def}
+    assert not {op for op in ops if "Sentencepiece" in op}  # tokenizers stay outside XLA
+    sentences = held_out(tiny_run) + ["A sentence of more than eight pieces, so that padding varies."]
+    served = serve_in_fresh_process(path, sentences, tmp_path)
+    assert served["modules"] == []
+    translator = Translator.from_run_dir(tiny_run, beam_size=2, jit_compile=True)
+    assert served["outputs"] == translator.translate(sentences)
+    with pytest.raises(ValueError, match=r"`jit_compile` must be True or False; received jit_compile='yes'"):
+        export.export_run(tiny_run, "tiny", base_dir=str(tmp_path / "saved"), jit_compile="yes")

@@ -21,6 +21,11 @@ def parse_args(argv=None):
     parser.add_argument("--length-penalty", type=float, help="GNMT alpha (default: the run's)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
     parser.add_argument(
+        "--jit-compile", action="store_true",
+        help="run the search under XLA (faster on CPU); TF Serving then needs "
+             "--xla_cpu_compilation_enabled=true",
+    )
+    parser.add_argument(
         "--precision", choices=LOAD_PRECISIONS,
         help="export the graph under this dtype policy instead of the training's "
              "(e.g. float32 for a mixed_bfloat16 run on a CPU without native bfloat16)",
@@ -42,6 +47,7 @@ def main(argv=None):
             length_penalty=args.length_penalty,
             overwrite=args.overwrite,
             precision=args.precision,
+            jit_compile=args.jit_compile,
         )
     except ValueError as error:
         sys.exit(f"error: {error}")

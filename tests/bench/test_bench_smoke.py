@@ -130,6 +130,13 @@ def test_serving_summary_line():
     assert report.serving_summary(serving) == (
         "beam 4: 30.0 sentences/s = 0.50x in-process with XLA (60.0), 0.94x without (32.0); "
         "one-sentence latency p50 120 ms, p95 181 ms")
+    serving["by_beam"]["4"].update({
+        "saved_model_xla": timing(54.0), "saved_model_xla_over_in_process": 0.9,
+        "saved_model_xla_latency": {"p50_ms": 80.2, "p95_ms": 95.7},
+    })
+    assert report.serving_summary(serving).endswith(
+        "p95 181 ms; XLA export (--jit-compile): 54.0 sentences/s = 0.90x in-process with XLA, "
+        "latency p50 80 ms, p95 96 ms")
     assert report.serving_summary({"skipped": "no corpus"}) == "no corpus"
     assert report.serving_summary(None) == "not run"
 
