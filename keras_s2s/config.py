@@ -162,6 +162,15 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         )
 
 
+def check_load_precision(precision: str | None) -> None:
+    """`precision` for reloading a trained model: None (as trained) or a LOAD_PRECISIONS policy."""
+    if precision is not None and precision not in LOAD_PRECISIONS:
+        raise ValueError(
+            f"`precision` must be one of {list(LOAD_PRECISIONS)} or None (as trained); "
+            f"received precision={precision!r}"
+        )
+
+
 def _field(default, help_text):
     return dataclasses.field(default=default, metadata={"help": help_text})
 

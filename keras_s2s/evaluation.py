@@ -17,7 +17,7 @@ from sacremoses import MosesPunctNormalizer, MosesTokenizer
 from sacremoses.corpus import NonbreakingPrefixes
 
 from keras_s2s import data
-from keras_s2s.config import ModelConfig
+from keras_s2s.config import ModelConfig, check_load_precision
 from keras_s2s.training.losses import MaskedCrossEntropy, masked_accuracy
 from keras_s2s.training.trainer import count_batches
 from keras_s2s.translator import Translator
@@ -230,6 +230,12 @@ def evaluate_run(
 
     The corpus and `tokenized_reference` are checked before the model loads.
     """
+    if precision is not None and saved_model is not None:
+        raise ValueError(
+            "`precision` applies to in-process decoding; an export's precision is fixed "
+            f"when it is exported: received precision={precision!r}, saved_model={saved_model!r}"
+        )
+    check_load_precision(precision)
     if (tokenized_reference is None) != (language is None):
         raise ValueError(
             "`tokenized_reference` and `language` go together: pass both or neither; "
@@ -295,7 +301,9 @@ def evaluate_run(
             "length_penalty": length_penalty if saved_model is None else None,
             "decoded_by": "translator" if saved_model is None else f"saved_model:{saved_model}",
             # The policy the decoder layers computed in (the in-process model's).
-            "precision": translator.parts.decoder_layers[0].dtype_policy.name,
+            "precision": (
+                translator.parts.decoder_layers[0].dtype_policy.name if saved_model is None else None
+            ),
             "decode_seconds": decode_seconds,
             "sentences_per_second": len(sources) / decode_seconds,
             "corpus": corpus if isinstance(corpus, str) else list(corpus),

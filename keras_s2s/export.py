@@ -19,7 +19,8 @@ TensorFlow and tensorflow-text, runs it (KNOWN_TRAPS 7, 8).
 `jit_compile=True` (`--jit-compile`) marks the search (not the tokenizers,
 which have no XLA kernels) for XLA, with source lengths padded to multiples
 of 8 so that few shapes compile: faster on CPU, but TF Serving then needs
-`--xla_cpu_compilation_enabled=true` (without it, the first request fails).
+`--xla_cpu_compilation_enabled=true` (without it the search cannot run:
+the warm-up at load time and every request fail).
 
 Input handling at serving time (documented in the README):
     * invalid UTF-8 bytes are replaced by U+FFFD before tokenization;
@@ -91,7 +92,8 @@ class TranslationModule(tf.Module):
         self.source_max_length = self.parts.source_embedding.max_length
         self.max_length = max_length or self.parts.target_embedding.max_length - 1
         self.assets = [tf.saved_model.Asset(path) for path in asset_paths]
-        # Not tracked as an attribute: the serving graphs call it, which saves it.
+        # The serving functions call it (their graphs hold it); saving also
+        # finds it among the attributes, harmlessly.
         xla_search = tf.function(self._search_ids, jit_compile=True) if jit_compile else None
         object.__setattr__(self, "_xla_search", xla_search)
 

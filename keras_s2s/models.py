@@ -20,7 +20,7 @@ from typing import Callable
 import keras
 from keras import ops
 
-from keras_s2s.config import LOAD_PRECISIONS, ModelConfig
+from keras_s2s.config import ModelConfig, check_load_precision
 from keras_s2s.layers.decoder import DecoderLayer
 from keras_s2s.layers.encoder import EncoderLayer
 from keras_s2s.layers.masks import padding_mask
@@ -310,11 +310,7 @@ def load_run_model(run_dir: str, precision: str | None = None) -> keras.Model:
             decodes in float32 on a CPU without native bfloat16, and the
             other way round.
     """
-    if precision is not None and precision not in LOAD_PRECISIONS:
-        raise ValueError(
-            f"`precision` must be one of {list(LOAD_PRECISIONS)} or None (as trained); "
-            f"received precision={precision!r}"
-        )
+    check_load_precision(precision)
     path = os.path.join(run_dir, MODEL_FILE)
     if not os.path.exists(path):
         raise ValueError(f"`run_dir` {run_dir!r} has no {MODEL_FILE}: train it first")
@@ -329,5 +325,16 @@ def load_run_model(run_dir: str, precision: str | None = None) -> keras.Model:
         rebuilt = build_transformer(config)
     finally:
         keras.config.set_dtype_policy(previous)
+    # Both models come from the same config, so their weights line up one to one.
+    saved, target = model.weights, rebuilt.weights
+    mismatch = len(saved) != len(target) or any(
+        tuple(a.shape) != tuple(b.shape) for a, b in zip(saved, target)
+    )
+    if mismatch:
+        raise ValueError(
+            f"`run_dir` {run_dir!r}: {CONFIG_FILE} does not describe {MODEL_FILE} "
+            f"({len(target)} weights built from it, {len(saved)} saved), so it cannot be "
+            f"rebuilt with precision={precision!r}; load it without `precision`"
+        )
     rebuilt.set_weights(model.get_weights())
     return rebuilt

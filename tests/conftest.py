@@ -87,3 +87,24 @@ def train_tiny_run(run_dir, **overrides):
 def tiny_run(tmp_path_factory):
     """A trained run directory (tiny model, built-in corpus), shared read-only."""
     return train_tiny_run(tmp_path_factory.mktemp("tiny_run") / "run")
+
+
+def saved_graph(path):
+    """The GraphDef (with its function library) of an exported SavedModel version."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    return proto.meta_graphs[0].graph_def
+
+
+def graph_dtypes(graph):
+    """Every dtype named by a node attribute of the graph or its functions."""
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    dtypes = set()
+    for node in nodes:
+        for value in node.attr.values():
+            dtypes.add(value.type)
+            dtypes.update(value.list.type)
+    return dtypes

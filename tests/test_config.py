@@ -52,3 +52,35 @@ def test_invalid_json_names_file_and_line(tmp_path):
     path.write_text('{\n  "hidden_dim": 4,\n}\n')
     with pytest.raises(ValueError, match=r"config.json:3: not valid JSON"):
         ModelConfig.load(path)
+
+
+def test_cli_precision_choices_are_the_library_s_and_parse_without_tensorflow():
+    import subprocess
+    import sys
+
+    from keras_s2s.config import LOAD_PRECISIONS
+    from tests.conftest import REPO_ROOT
+    from training import LOAD_PRECISIONS as CLI_CHOICES
+
+    assert CLI_CHOICES == LOAD_PRECISIONS
+    # Flag parsing stays fast: no TensorFlow import before main() needs it.
+    probe = (
+        "import sys\n"
+        "from training import evaluate, export, translate\n"
+        "evaluate.parse_args(['--run-dir', 'r', '--precision', 'float32'])\n"
+        "export.parse_args(['--run-dir', 'r', '--name', 'n', '--precision', 'mixed_bfloat16', '--jit-compile'])\n"
+        "translate.parse_args(['--run-dir', 'r', '--precision', 'mixed_float16', 'x'])\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+    result = subprocess.run(
+        [sys.executable, "-m", "training.evaluate", "--run-dir", "r", "--precision", "bf16"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "argument --precision: invalid choice: 'bf16'" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "training.evaluate", "--run-dir", "r", "--saved-model", "s",
+         "--precision", "float32"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "the precision fixed at export: drop --precision" in result.stderr

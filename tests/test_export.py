@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from keras_s2s import export
 from keras_s2s.translator import Translator
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, saved_graph
 
 pytestmark = pytest.mark.slow
 
@@ -121,15 +121,6 @@ def test_translate_ids_signature(exported, tiny_run):
     assert (got[:, ids.shape[1]:] == 0).all()
 
 
-def saved_graph(path):
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
-    return proto.meta_graphs[0].graph_def
-
-
 def xla_functions(graph):
     """Library functions marked for XLA (`tf.function(jit_compile=True)`)."""
     return [f for f in graph.library.function
@@ -194,7 +185,8 @@ def test_xla_export_matches_the_xla_translator_in_a_fresh_process(tiny_run, tmp_
     path = export.export_run(tiny_run, "tiny", base_dir=str(tmp_path / "saved"), beam_size=2,
                              jit_compile=True)
     compiled = xla_functions(saved_graph(path))
-    assert compiled
+    # Only the search (traced once per signature that calls it) is compiled.
+    assert compiled and all("_search_ids" in f.signature.name for f in compiled)
     ops = {node.op for function in compiled for node in function.node_def}
     assert not {op for op in ops if "Sentencepiece" in op}  # tokenizers stay outside XLA
     sentences = held_out(tiny_run) + ["A sentence of more than eight pieces, so that padding varies."]
@@ -204,3 +196,22 @@ def test_xla_export_matches_the_xla_translator_in_a_fresh_process(tiny_run, tmp_
     assert served["outputs"] == translator.translate(sentences)
     with pytest.raises(ValueError, match=r"`jit_compile` must be True or False; received jit_compile='yes'"):
         export.export_run(tiny_run, "tiny", base_dir=str(tmp_path / "saved"), jit_compile="yes")
+
+
+@pytest.mark.parametrize(
+    "length, limit, padded",
+    [(1, 16, 8), (8, 16, 8), (9, 16, 16), (9, 12, 12), (13, 12, 13), (0, 16, 0)],
+)
+def test_pad_source_to_bucket_in_eager_and_in_a_graph(length, limit, padded):
+    from keras_s2s.decoding import pad_source_to_bucket
+
+    tokens = np.arange(1, 2 * length + 1, dtype="int64").reshape(2, length)
+    in_graph = tf.function(
+        lambda t: pad_source_to_bucket(t, limit),
+        input_signature=[tf.TensorSpec([None, None], tf.int64)],
+    )
+    for result in (pad_source_to_bucket(tf.constant(tokens), limit), in_graph(tf.constant(tokens))):
+        result = result.numpy()
+        assert result.shape == (2, padded)
+        np.testing.assert_array_equal(result[:, :length], tokens)  # ids kept, in place
+        assert not result[:, length:].any()  # PAD (0) after them

@@ -360,10 +360,11 @@ def save_run(run_dir, model, config):
     return str(run_dir)
 
 
-def test_load_run_model_reloads_a_bfloat16_run_in_float32(tmp_path, rng, mixed_bfloat16):
+@pytest.mark.parametrize("tie, dropout", [("none", 0.0), ("all", 0.3)])
+def test_load_run_model_reloads_a_bfloat16_run_in_float32(tie, dropout, tmp_path, rng, mixed_bfloat16):
     # evaluate/translate/export --precision float32: a model trained in
     # mixed_bfloat16 decodes in float32 (CPUs without native bfloat16).
-    config = make_config(source_vocabulary_size=50)
+    config = make_config(source_vocabulary_size=50, tie_embeddings=tie, dropout=dropout)
     trained = build_transformer(config)
     run_dir = save_run(tmp_path / "run", trained, config)
     inputs = batch(rng)
@@ -401,3 +402,8 @@ def test_load_run_model_names_bad_arguments(tmp_path):
         load_run_model(str(tmp_path), "bf16")
     with pytest.raises(ValueError, match=r"has no model.keras: train it first"):
         load_run_model(str(tmp_path), "float32")
+    # A config.json that does not describe the saved model: named, not a raw Keras error.
+    run_dir = save_run(tmp_path / "run", make_model(), make_config())
+    make_config(num_decoder_layers=3).save(os.path.join(run_dir, "config.json"))
+    with pytest.raises(ValueError, match=r"config.json does not describe model.keras .*precision='float32'"):
+        load_run_model(run_dir, "float32")

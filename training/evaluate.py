@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from keras_s2s.config import LOAD_PRECISIONS
+from training import LOAD_PRECISIONS
 
 
 def parse_args(argv=None):
@@ -53,6 +53,8 @@ def parse_args(argv=None):
     if args.saved_model and (args.beam_size is not None or args.length_penalty is not None):
         parser.error("--saved-model decodes with the beam settings fixed at export: "
                      "drop --beam-size/--length-penalty")
+    if args.saved_model and args.precision:
+        parser.error("--saved-model decodes with the precision fixed at export: drop --precision")
     if (args.tokenized_reference is None) != (args.language is None):
         parser.error("--tokenized-reference and --language go together: pass both or neither")
     return args

@@ -7,7 +7,7 @@ atomically; an existing version is never replaced without --overwrite.
 import argparse
 import sys
 
-from keras_s2s.config import LOAD_PRECISIONS
+from training import LOAD_PRECISIONS
 
 
 def parse_args(argv=None):

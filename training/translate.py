@@ -8,7 +8,7 @@ decoder layer's cross-attention of the first sentence.
 import argparse
 import sys
 
-from keras_s2s.config import LOAD_PRECISIONS
+from training import LOAD_PRECISIONS
 
 
 def parse_args(argv=None):

@@ -247,9 +247,16 @@ def test_mixed_bfloat16_run_trains_saves_and_translates(tmp_path):
     sentences = ["The woman sleeps.", "A dog runs in the park."]
     in_float32 = Translator.from_run_dir(run_dir, "float32", beam_size=2, jit_compile=False)
     assert in_float32.parts.decoder_layers[0].compute_dtype == "float32"
+    from tensorflow.core.framework import types_pb2
+
+    from tests.conftest import graph_dtypes, saved_graph
+
     exported = export_run(run_dir, "bf16", base_dir=str(tmp_path / "saved"), beam_size=2,
                           precision="float32")
+    assert types_pb2.DT_BFLOAT16 not in graph_dtypes(saved_graph(exported))
     assert saved_model_translate(exported)(sentences) == in_float32.translate(sentences)
+    as_trained = export_run(run_dir, "bf16", base_dir=str(tmp_path / "saved"), beam_size=2)
+    assert types_pb2.DT_BFLOAT16 in graph_dtypes(saved_graph(as_trained))
     result = subprocess.run(
         [sys.executable, "-m", "training.evaluate", "--run-dir", run_dir, "--max-sentences", "8",
          "--beam-size", "1", "--precision", "float32", "--output-dir", str(tmp_path / "eval")],
