@@ -13,14 +13,7 @@ import tensorflow as tf
 
 from keras_s2s import decoding
 from keras_s2s.config import ModelConfig
-from keras_s2s.data.tokenizers import (
-    END_ID,
-    PAD_ID,
-    START_ID,
-    UNK_ID,
-    Tokenizer,
-    load_tokenizers,
-)
+from keras_s2s.data.tokenizers import END_ID, PAD_ID, START_ID, UNK_ID, Tokenizer, load_tokenizers
 from keras_s2s.models import CONFIG_FILE, TransformerParts, load_run_model
 
 

@@ -10,3 +10,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # which --help and flag errors should not wait for. tests/test_config.py checks
 # that the two are equal.
 LOAD_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def add_precision_flag(parser, action):
+    """--precision P: `action` ("decode", ...) under another dtype policy than the training's."""
+    parser.add_argument(
+        "--precision", choices=LOAD_PRECISIONS,
+        help=f"{action} under this dtype policy instead of the training's "
+             "(e.g. float32 for a mixed_bfloat16 run on a CPU without native bfloat16)",
+    )

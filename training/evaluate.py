@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from training import LOAD_PRECISIONS
+from training import add_precision_flag
 
 
 def parse_args(argv=None):
@@ -44,11 +44,7 @@ def parse_args(argv=None):
         help="decode through an exported version (saved_models/NAME/N, strings in and out) "
              "instead of in-process; its beam settings are the export's",
     )
-    parser.add_argument(
-        "--precision", choices=LOAD_PRECISIONS,
-        help="run the in-process model under this dtype policy instead of the training's "
-             "(e.g. float32 for a mixed_bfloat16 run on a CPU without native bfloat16)",
-    )
+    add_precision_flag(parser, "run the in-process model")
     args = parser.parse_args(argv)
     if args.saved_model and (args.beam_size is not None or args.length_penalty is not None):
         parser.error("--saved-model decodes with the beam settings fixed at export: "

@@ -7,7 +7,7 @@ atomically; an existing version is never replaced without --overwrite.
 import argparse
 import sys
 
-from training import LOAD_PRECISIONS
+from training import add_precision_flag
 
 
 def parse_args(argv=None):
@@ -25,11 +25,7 @@ def parse_args(argv=None):
         help="run the search under XLA (faster on CPU); TF Serving then needs "
              "--xla_cpu_compilation_enabled=true",
     )
-    parser.add_argument(
-        "--precision", choices=LOAD_PRECISIONS,
-        help="export the graph under this dtype policy instead of the training's "
-             "(e.g. float32 for a mixed_bfloat16 run on a CPU without native bfloat16)",
-    )
+    add_precision_flag(parser, "export the graph")
     return parser.parse_args(argv)
 
 

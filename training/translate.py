@@ -8,7 +8,7 @@ decoder layer's cross-attention of the first sentence.
 import argparse
 import sys
 
-from training import LOAD_PRECISIONS
+from training import add_precision_flag
 
 
 def parse_args(argv=None):
@@ -19,11 +19,7 @@ def parse_args(argv=None):
     parser.add_argument("--beam-size", type=int, help="beam size, 1 = greedy (default: the run's)")
     parser.add_argument("--length-penalty", type=float, help="GNMT alpha (default: the run's)")
     parser.add_argument("--plot-attention", metavar="PNG", help="write the first sentence's cross-attention here")
-    parser.add_argument(
-        "--precision", choices=LOAD_PRECISIONS,
-        help="decode under this dtype policy instead of the training's "
-             "(e.g. float32 for a mixed_bfloat16 run on a CPU without native bfloat16)",
-    )
+    add_precision_flag(parser, "decode")
     args = parser.parse_args(argv)
     if args.beam_size is not None and args.beam_size < 1:
         parser.error(f"--beam-size must be at least 1; received {args.beam_size}")
