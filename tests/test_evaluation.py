@@ -146,6 +146,15 @@ def test_evaluate_run_needs_tokenized_reference_and_language_together(tiny_corpu
         evaluate_run(str(tmp_path / "no_run"), tiny_corpus, **kwargs)
 
 
+def test_evaluate_run_checks_precision_before_loading(tiny_corpus, tmp_path):
+    with pytest.raises(ValueError, match=r"`precision` must be one of .*received precision='bf16'"):
+        evaluate_run(str(tmp_path / "no_run"), tiny_corpus, precision="bf16")
+    with pytest.raises(ValueError, match=r"an export's precision is fixed when it is exported"):
+        evaluate_run(str(tmp_path / "no_run"), tiny_corpus, precision="float32",
+                     saved_model=str(tmp_path / "saved"))
+    assert not (tmp_path / "no_run").exists()  # nothing written
+
+
 def test_evaluate_run_rejects_an_unknown_language(tiny_corpus, tmp_path):
     reference = tmp_path / "ref.tok"
     reference.write_text("ein hund .\neine katze .\nzwei männer .\n", encoding="utf-8")
