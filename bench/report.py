@@ -186,7 +186,8 @@ def markdown(results: dict) -> str:
         "",
         f"Command: `{results['command']}`",
         (f"Machine: {machine['cpu_model']}, {machine['cpu_count']} logical cores "
-         f"({machine['simd']}), {machine['memory']}; load average at start "
+         f"({machine['simd']}), {machine['memory']}; "
+         f"TF_ENABLE_ONEDNN_OPTS={machine.get('tf_enable_onednn_opts') or 'unset'}; load average at start "
          f"{machine['loadavg_start']}, at end {machine.get('loadavg_end', '?')}."),
         ("fp32 tf.matmul peak (MFU denominator): "
          f"{fmt(results.get('matmul_peak_gflops'), '.0f')} GFLOP/s at start, "

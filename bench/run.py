@@ -237,11 +237,23 @@ def command_line(argv) -> str:
     return f"make bench ({command})" if os.environ.get("MAKELEVEL") and not argv else command
 
 
+def load_runtime():
+    """keras_s2s/runtime.py by path: importing the package would load TensorFlow here."""
+    path = os.path.join(workload.REPO_ROOT, "keras_s2s", "runtime.py")
+    spec = importlib.util.spec_from_file_location("keras_s2s_runtime", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def child_env(quick: bool, repeats: int | None, raw_dir: str) -> dict:
     env = dict(os.environ)
     env["BENCH_RAW_DIR"] = raw_dir
     env["KERAS_BACKEND"] = "tensorflow"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # keras_s2s asks for TensorFlow's oneDNN kernels on every x86 CPU; the peers
+    # get the same runtime, so the ratios compare models, not kernel libraries.
+    load_runtime().prefer_onednn(env)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (workload.REPO_ROOT, env.get("PYTHONPATH")) if p)
     env.pop("BENCH_QUICK", None)
@@ -276,7 +288,7 @@ def main(argv=None) -> int:
     results = {
         "command": command_line(argv),
         "quick": args.quick,
-        "machine": machine_info(),
+        "machine": {**machine_info(), "tf_enable_onednn_opts": env.get("TF_ENABLE_ONEDNN_OPTS")},
         "protocol": workload.protocol(common),
         "workload": workload_line(common),
         "flops_formula": "train FLOPs/step = 6 * N * T + attention-score FLOPs (common.py "

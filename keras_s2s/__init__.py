@@ -1,9 +1,13 @@
 """keras_s2s: mask-correct encoder-decoder Transformers for Keras 3 / TensorFlow."""
 
-from keras_s2s import layers
-from keras_s2s.config import ModelConfig, TrainConfig
-from keras_s2s.models import build_transformer
-from keras_s2s.translator import Translator
+from keras_s2s.runtime import prefer_onednn
+
+prefer_onednn()  # before anything below imports TensorFlow
+
+from keras_s2s import layers  # noqa: E402
+from keras_s2s.config import ModelConfig, TrainConfig  # noqa: E402
+from keras_s2s.models import build_transformer  # noqa: E402
+from keras_s2s.translator import Translator  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -13,7 +13,7 @@ import time
 import keras
 import sacrebleu
 import tensorflow as tf
-from sacremoses import MosesPunctNormalizer, MosesTokenizer
+from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
 from sacremoses.corpus import NonbreakingPrefixes
 
 from keras_s2s import data
@@ -23,6 +23,7 @@ from keras_s2s.training.trainer import count_batches
 from keras_s2s.translator import Translator
 
 HYPOTHESES_FILE = "hypotheses.txt"
+DETOKENIZED_FILE = "hypotheses.detok.txt"
 METRICS_FILE = "metrics.json"
 
 
@@ -95,7 +96,7 @@ def moses_lc_tokenize(lines, language: str) -> list[str]:
     return tokenized
 
 
-def tokenized_bleu(hypotheses, tokenized_references, language: str) -> dict:
+def tokenized_bleu(hypotheses, tokenized_references, language: str | None) -> dict:
     """Lowercased, Moses-tokenised corpus BLEU, comparable with multi-bleu.perl / fairseq BLEU4.
 
     Hypotheses go through `moses_lc_tokenize`; references must already be
@@ -104,13 +105,16 @@ def tokenized_bleu(hypotheses, tokenized_references, language: str) -> dict:
     no matching 4-gram scores 0.
 
     Args:
-        hypotheses: detokenised system outputs, one per sentence.
+        hypotheses: system outputs, one per sentence.
         tokenized_references: one tokenised, lowercased reference per hypothesis.
-        language: the target language's Moses code, e.g. "de".
+        language: the target language's Moses code, e.g. "de"; or None when the
+            hypotheses are already lowercased and tokenised like the references
+            (a model trained on the `tok/` copy), so they are scored as they are.
 
     Returns:
         `bleu_lc_tok` (the score), `bleu_lc_tok_signature` (sacreBLEU's, plus
-        the preprocessing as `pre:moses-lc-norm-tok-LANG`) and `bleu_lc_tok_text`.
+        the preprocessing as `pre:moses-lc-norm-tok-LANG`, or `pre:none`) and
+        `bleu_lc_tok_text`.
     """
     hypotheses = list(hypotheses)
     tokenized_references = list(tokenized_references)
@@ -122,21 +126,58 @@ def tokenized_bleu(hypotheses, tokenized_references, language: str) -> dict:
     bleu = sacrebleu.metrics.BLEU(
         tokenize="none", force=True, lowercase=False, smooth_method="none"
     )
-    result = bleu.corpus_score(
-        moses_lc_tokenize(hypotheses, language), [tokenized_references]
-    )
+    if language is not None:
+        hypotheses = moses_lc_tokenize(hypotheses, language)
+    preprocessing = "none" if language is None else f"moses-lc-norm-tok-{language}"
+    result = bleu.corpus_score(hypotheses, [tokenized_references])
     return {
         "bleu_lc_tok": result.score,
-        "bleu_lc_tok_signature": f"{bleu.get_signature()}|pre:moses-lc-norm-tok-{language}",
+        "bleu_lc_tok_signature": f"{bleu.get_signature()}|pre:{preprocessing}",
         "bleu_lc_tok_text": str(result),
     }
 
 
-def read_tokenized_reference(path: str, corpus_lines: int, evaluated: int) -> list[str]:
-    """The first `evaluated` lines of a tokenised reference aligned with the corpus.
+def check_reference_args(tokenized_reference, language, hypotheses_tokenized, raw_reference):
+    """Raises unless the reference options of `evaluate_run` fit together."""
+    if (tokenized_reference is None) != (language is None):
+        raise ValueError(
+            "`tokenized_reference` and `language` go together: pass both or neither; "
+            f"received tokenized_reference={tokenized_reference!r}, language={language!r}"
+        )
+    if hypotheses_tokenized and tokenized_reference is None:
+        raise ValueError(
+            "`hypotheses_tokenized` says how to score against `tokenized_reference`; "
+            "pass `tokenized_reference` and `language` with it"
+        )
+    if raw_reference is not None and not hypotheses_tokenized:
+        raise ValueError(
+            "`raw_reference` is for a model whose outputs are tokenised (they are "
+            "detokenised to be scored against it); without `hypotheses_tokenized` the "
+            f"corpus's own targets are the raw reference: received raw_reference={raw_reference!r}"
+        )
+    if language is not None:
+        check_moses_language(language)
+
+
+def moses_detokenize(lines, language: str) -> list[str]:
+    """Undoes Moses tokenisation and XML escaping (case stays as it is).
+
+    Example:
+    >>> moses_detokenize(["ein mann sagt : &quot; hallo &quot; ."], "de")
+    ['ein mann sagt: "hallo".']
+    """
+    detokenizer = MosesDetokenizer(lang=language)
+    return [detokenizer.detokenize(line.split(), unescape=True) for line in lines]
+
+
+def read_aligned_reference(
+    path: str, name: str, corpus_lines: int, evaluated: int
+) -> list[str]:
+    """The first `evaluated` lines of a reference file aligned with the corpus.
 
     Args:
-        path: one tokenised reference per line.
+        path: one reference per line.
+        name: the argument `path` came from, for errors.
         corpus_lines: lines (pairs) in the evaluated corpus.
         evaluated: how many of them are evaluated (`max_sentences` truncation).
 
@@ -148,9 +189,9 @@ def read_tokenized_reference(path: str, corpus_lines: int, evaluated: int) -> li
     if len(references) not in (corpus_lines, evaluated):
         also = f" or the {evaluated} evaluated ones" if evaluated != corpus_lines else ""
         raise ValueError(
-            f"`tokenized_reference` {path} has {len(references)} lines, but must have "
-            f"one per corpus pair ({corpus_lines}){also}; pass the tokenised copy "
-            "of the corpus's target side"
+            f"`{name}` {path} has {len(references)} lines, but must have "
+            f"one per corpus pair ({corpus_lines}){also}; pass a copy of the "
+            "corpus's target side"
         )
     return references[:evaluated]
 
@@ -195,6 +236,8 @@ def evaluate_run(
     verbose: int = 1,
     tokenized_reference: str | None = None,
     language: str | None = None,
+    hypotheses_tokenized: bool = False,
+    raw_reference: str | None = None,
     saved_model: str | None = None,
     precision: str | None = None,
 ) -> dict:
@@ -217,6 +260,14 @@ def evaluate_run(
             `max_sentences`, its first N lines are used.
         language: the target language's Moses code (e.g. "de"); required with
             `tokenized_reference`.
+        hypotheses_tokenized: the model outputs lowercased, Moses-tokenised
+            text (it was trained on a `tok/` copy, and the corpus is one too):
+            `bleu_lc_tok` scores the hypotheses as they are.
+        raw_reference: with `hypotheses_tokenized`, the untokenised, cased
+            target side (e.g. Multi30k `test2016.de`): the hypotheses are
+            Moses-detokenised and scored against it with sacreBLEU's defaults
+            (`raw_bleu`, `raw_chrf`, their signatures), the numbers sacreBLEU
+            users expect; detokenised hypotheses go to `hypotheses.detok.txt`.
         saved_model: an exported version directory (saved_models/NAME/N):
             translate through its `serving_default` signature, tokenization
             included, instead of the in-process Translator. Its beam size and
@@ -236,11 +287,7 @@ def evaluate_run(
             f"when it is exported: received precision={precision!r}, saved_model={saved_model!r}"
         )
     check_load_precision(precision)
-    if (tokenized_reference is None) != (language is None):
-        raise ValueError(
-            "`tokenized_reference` and `language` go together: pass both or neither; "
-            f"received tokenized_reference={tokenized_reference!r}, language={language!r}"
-        )
+    check_reference_args(tokenized_reference, language, hypotheses_tokenized, raw_reference)
     stats = data.CorpusStats()
     pairs = list(data.read_corpus(corpus, stats=stats))
     if max_sentences:
@@ -256,9 +303,12 @@ def evaluate_run(
                 "which evaluation skips, so `tokenized_reference` no longer lines up "
                 "with it; remove those lines from both"
             )
-        check_moses_language(language)
-        tokenized_references = read_tokenized_reference(
-            tokenized_reference, stats.read, len(pairs)
+        tokenized_references = read_aligned_reference(
+            tokenized_reference, "tokenized_reference", stats.read, len(pairs)
+        )
+    if raw_reference is not None:
+        raw_references = read_aligned_reference(
+            raw_reference, "raw_reference", stats.read, len(pairs)
         )
 
     output_dir = output_dir or os.path.join(run_dir, "eval")
@@ -292,8 +342,25 @@ def evaluate_run(
 
     metrics.update(score(hypotheses, references))
     if tokenized_reference is not None:
-        metrics.update(tokenized_bleu(hypotheses, tokenized_references, language))
-        metrics.update({"tokenized_reference": tokenized_reference, "language": language})
+        metrics.update(
+            tokenized_bleu(
+                hypotheses, tokenized_references, None if hypotheses_tokenized else language
+            )
+        )
+        metrics.update(
+            {
+                "tokenized_reference": tokenized_reference,
+                "language": language,
+                "hypotheses_tokenized": hypotheses_tokenized,
+            }
+        )
+    if raw_reference is not None:
+        detokenized = moses_detokenize(hypotheses, language)
+        raw = score(detokenized, raw_references)
+        metrics.update({f"raw_{key}": value for key, value in raw.items()})
+        metrics["raw_reference"] = raw_reference
+        with open(os.path.join(output_dir, DETOKENIZED_FILE), "w", encoding="utf-8") as f:
+            f.writelines(line + "\n" for line in detokenized)
     metrics.update(
         {
             "sentences": len(sources),

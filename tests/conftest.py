@@ -6,6 +6,8 @@ import os
 # TensorFlow initialises its devices, so here, before any test imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# keras_s2s before TensorFlow: importing it sets TensorFlow's oneDNN default.
+import keras_s2s  # noqa: F401
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -6,7 +6,13 @@ import sys
 import pytest
 import sacrebleu
 
-from keras_s2s.evaluation import evaluate_run, moses_lc_tokenize, score, tokenized_bleu
+from keras_s2s.evaluation import (
+    evaluate_run,
+    moses_detokenize,
+    moses_lc_tokenize,
+    score,
+    tokenized_bleu,
+)
 from tests.conftest import REPO_ROOT, SHARED_DATA
 
 MULTI30K = os.path.join(SHARED_DATA, "multi30k")
@@ -128,6 +134,19 @@ def test_tokenized_bleu_is_multi_bleu_on_tokenized_text():
         tokenized_bleu(hypotheses, references[:1], "de")
 
 
+def test_tokenized_bleu_scores_tokenized_hypotheses_as_they_are():
+    # A model trained on the tok/ copy outputs "&apos;" itself; tokenising it
+    # again would escape it a second time ("&amp;apos;").
+    hypotheses = ["der mann &apos; s hund läuft .", "eine frau ."]
+    references = ["der mann &apos; s hund rennt .", "eine frau ."]
+    expected = sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none", force=True,
+                                     smooth_method="none")
+    result = tokenized_bleu(hypotheses, references, None)
+    assert result["bleu_lc_tok"] == expected.score > 0
+    assert result["bleu_lc_tok_signature"].endswith("|pre:none")
+    assert tokenized_bleu(hypotheses, references, "de")["bleu_lc_tok"] < expected.score
+
+
 @pytest.fixture
 def tiny_corpus(tmp_path):
     """Three TSV pairs; the checks below fail before any model is loaded."""
@@ -138,12 +157,19 @@ def tiny_corpus(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [dict(tokenized_reference="ref.tok"), dict(language="de")],
+    "kwargs, expected",
+    [
+        ({"tokenized_reference": "ref.tok"}, "`tokenized_reference` and `language` go together"),
+        ({"language": "de"}, "`tokenized_reference` and `language` go together"),
+        ({"hypotheses_tokenized": True}, "pass `tokenized_reference` and `language` with it"),
+        ({"tokenized_reference": "ref.tok", "language": "de", "raw_reference": "ref.raw"},
+         "`raw_reference` is for a model whose outputs are tokenised"),
+    ],
 )
-def test_evaluate_run_needs_tokenized_reference_and_language_together(tiny_corpus, tmp_path, kwargs):
-    with pytest.raises(ValueError, match="`tokenized_reference` and `language` go together"):
+def test_evaluate_run_checks_reference_options(tiny_corpus, tmp_path, kwargs, expected):
+    with pytest.raises(ValueError, match=expected):
         evaluate_run(str(tmp_path / "no_run"), tiny_corpus, **kwargs)
+    assert not (tmp_path / "no_run").exists()  # nothing written
 
 
 def test_evaluate_run_checks_precision_before_loading(tiny_corpus, tmp_path):
@@ -180,13 +206,22 @@ def test_evaluate_run_rejects_a_misaligned_tokenized_reference(
                      tokenized_reference=str(reference), language="de")
 
 
-def test_evaluate_script_needs_both_tokenized_reference_flags(tmp_path):
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--language", "de"], "--tokenized-reference and --language go together"),
+        (["--tokenized-reference", "ref.tok"], "--tokenized-reference and --language go together"),
+        (["--hypotheses-tokenized"], "--hypotheses-tokenized needs --tokenized-reference"),
+        (["--tokenized-reference", "ref.tok", "--language", "de", "--raw-reference", "ref"],
+         "--raw-reference is for a model with tokenised outputs"),
+    ],
+)
+def test_evaluate_script_checks_reference_flags(tmp_path, flags, expected):
     result = subprocess.run(
-        [sys.executable, "-m", "training.evaluate", "--run-dir", str(tmp_path),
-         "--language", "de"],
+        [sys.executable, "-m", "training.evaluate", "--run-dir", str(tmp_path), *flags],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "--tokenized-reference and --language go together" in result.stderr
+    assert expected in result.stderr
 
 
 @pytest.mark.slow
@@ -214,6 +249,45 @@ def test_evaluate_script_reports_tokenized_bleu(tiny_run, tmp_path, reference_li
     assert metrics["bleu_lc_tok_signature"] == expected["bleu_lc_tok_signature"]
     assert metrics["language"] == "en" and metrics["tokenized_reference"] == str(reference)
     assert f"BLEU lc-tok {metrics['bleu_lc_tok']:.2f}  (nrefs:1|" in result.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_script_scores_tokenized_hypotheses_as_they_are(tiny_run, tmp_path):
+    # The mechanics of scoring a model trained on a tok/ copy: its outputs are
+    # scored against the tokenised reference unchanged, and detokenised
+    # against the raw one.
+    with open(os.path.join(tiny_run, "data", "test.tsv"), encoding="utf-8") as f:
+        targets = [line.rstrip("\n").split("\t")[1] for line in f][:20]
+    tokenized = moses_lc_tokenize(targets, "en")
+    reference, raw_reference = tmp_path / "test.tok", tmp_path / "test.raw"
+    reference.write_text("".join(line + "\n" for line in tokenized), encoding="utf-8")
+    raw_reference.write_text("".join(line + "\n" for line in targets), encoding="utf-8")
+    out = tmp_path / "eval"
+    result = subprocess.run(
+        [sys.executable, "-m", "training.evaluate", "--run-dir", tiny_run,
+         "--max-sentences", "20", "--beam-size", "1", "--output-dir", str(out),
+         "--tokenized-reference", str(reference), "--language", "en",
+         "--hypotheses-tokenized", "--raw-reference", str(raw_reference)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    hypotheses = (out / "hypotheses.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    expected = tokenized_bleu(hypotheses, tokenized, None)
+    assert metrics["bleu_lc_tok_text"] == expected["bleu_lc_tok_text"]
+    assert metrics["bleu_lc_tok_signature"].endswith("|pre:none")
+    assert metrics["hypotheses_tokenized"] is True
+    detokenized = (out / "hypotheses.detok.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert detokenized == moses_detokenize(hypotheses, "en")
+    raw = score(detokenized, targets)
+    assert metrics["raw_bleu"] == raw["bleu"] and metrics["raw_chrf"] == raw["chrf"]
+    assert metrics["raw_bleu_signature"] == raw["bleu_signature"]
+    assert f"raw-reference BLEU {raw['bleu']:.2f}" in result.stdout
+
+
+def test_moses_detokenize_undoes_tokenization_and_escaping():
+    assert moses_detokenize(
+        ["ein mann sagt : &quot; hallo &quot; .", "ein mann ( links ) &amp; eine frau ."], "de"
+    ) == ['ein mann sagt: "hallo".', "ein mann (links) & eine frau."]
 
 
 def test_evaluate_script_without_a_run_is_an_error(tmp_path):

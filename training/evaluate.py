@@ -3,7 +3,10 @@
 Reports teacher-forced loss, masked token accuracy and perplexity, then
 decodes the test set and scores it with sacreBLEU (BLEU and chrF, with their
 signatures). With --tokenized-reference and --language it also reports the
-lowercased, Moses-tokenised BLEU that papers quote (multi-bleu.perl style).
+lowercased, Moses-tokenised BLEU that papers quote (multi-bleu.perl style);
+--hypotheses-tokenized scores a model trained on such tokenised text as it is,
+and --raw-reference adds sacreBLEU/chrF of its detokenised output against the
+untokenised references.
 With --saved-model it decodes through an exported SavedModel instead, so an
 export can be checked against in-process evaluation. Writes `hypotheses.txt`
 and `metrics.json` to --output-dir.
@@ -40,6 +43,16 @@ def parse_args(argv=None):
         help="Moses code of the target language (e.g. de) for --tokenized-reference",
     )
     parser.add_argument(
+        "--hypotheses-tokenized", action="store_true",
+        help="the model outputs lowercased, Moses-tokenised text (trained on a tok/ copy; "
+             "--test is one too): score it against --tokenized-reference as it is",
+    )
+    parser.add_argument(
+        "--raw-reference", metavar="PATH",
+        help="with --hypotheses-tokenized: the untokenised, cased test targets (e.g. "
+             "multi30k/test2016.de); adds sacreBLEU and chrF of the detokenised hypotheses",
+    )
+    parser.add_argument(
         "--saved-model", metavar="DIR",
         help="decode through an exported version (saved_models/NAME/N, strings in and out) "
              "instead of in-process; its beam settings are the export's",
@@ -53,6 +66,11 @@ def parse_args(argv=None):
         parser.error("--saved-model decodes with the precision fixed at export: drop --precision")
     if (args.tokenized_reference is None) != (args.language is None):
         parser.error("--tokenized-reference and --language go together: pass both or neither")
+    if args.hypotheses_tokenized and args.tokenized_reference is None:
+        parser.error("--hypotheses-tokenized needs --tokenized-reference and --language")
+    if args.raw_reference and not args.hypotheses_tokenized:
+        parser.error("--raw-reference is for a model with tokenised outputs: it needs "
+                     "--hypotheses-tokenized (otherwise --test's targets are the raw reference)")
     return args
 
 
@@ -81,6 +99,8 @@ def main(argv=None):
             output_dir=args.output_dir,
             tokenized_reference=args.tokenized_reference,
             language=args.language,
+            hypotheses_tokenized=args.hypotheses_tokenized,
+            raw_reference=args.raw_reference,
             saved_model=args.saved_model,
             precision=args.precision,
         )
@@ -91,6 +111,9 @@ def main(argv=None):
     print(f"chrF {metrics['chrf']:.2f}  ({metrics['chrf_signature']})")
     if "bleu_lc_tok" in metrics:
         print(f"BLEU lc-tok {metrics['bleu_lc_tok']:.2f}  ({metrics['bleu_lc_tok_signature']})")
+    if "raw_bleu" in metrics:
+        print(f"raw-reference BLEU {metrics['raw_bleu']:.2f}  ({metrics['raw_bleu_signature']})")
+        print(f"raw-reference chrF {metrics['raw_chrf']:.2f}  ({metrics['raw_chrf_signature']})")
     decoder = f"beam {metrics['beam_size']}" if args.saved_model is None else args.saved_model
     print(f"{metrics['sentences']} sentences, {decoder}, "
           f"{metrics['sentences_per_second']:.1f} sentences/s")

@@ -5,6 +5,7 @@ No model is trained and nothing is timed; the whole module runs in a few seconds
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -182,3 +183,14 @@ def test_peer_runner_policy_runs_the_script_in_its_own_folder_with_the_peak(tmp_
                     "fake_peer.py", "--jit", "0"], env=env, cwd=workload.REPO_ROOT, check=True)
     written = json.loads((tmp_path / "raw_mixed_bfloat16" / "fake.json").read_text())
     assert written == {"argv": ["--jit", "0"], "policy": "mixed_bfloat16", "peak": True}
+
+
+
+def test_children_share_keras_s2s_onednn_setting(monkeypatch, tmp_path):
+    # The peers never import keras_s2s, which sets it on import: the bench
+    # gives every child the same kernel library.
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert run.child_env(False, None, str(tmp_path))["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert run.child_env(False, None, str(tmp_path))["TF_ENABLE_ONEDNN_OPTS"] == "0"
