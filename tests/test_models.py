@@ -338,9 +338,18 @@ def test_mixed_bfloat16_model_is_close_to_float32_and_masked(tie, rng, mixed_bfl
     np.testing.assert_allclose(np.asarray(projected), expected, atol=0.1)
     np.testing.assert_array_equal(np.asarray(out._keras_mask), real)
     np.testing.assert_allclose(logits(mixed, inputs)[real], logits(exact, inputs)[real], atol=0.1)
-    # Source padding is still masked exactly: bfloat16 changes rounding, not masking.
+    # Source padding is still masked: bfloat16 changes rounding, not masking. Not
+    # bit for bit: oneDNN's bfloat16 kernels on a CPU without native bfloat16
+    # (AVX2) block the longer padded source differently (seen: 0.02 apart, two
+    # bfloat16 steps), so bfloat16 within rounding and float32 to 1e-5; seven
+    # unmasked padding keys would move these logits by far more.
     padded_source = dict(inputs, encoder_tokens=np.pad(inputs["encoder_tokens"], ((0, 0), (0, 7))))
-    np.testing.assert_array_equal(logits(mixed, padded_source)[real], logits(mixed, inputs)[real])
+    np.testing.assert_allclose(
+        logits(mixed, padded_source)[real], logits(mixed, inputs)[real], atol=0.05
+    )
+    np.testing.assert_allclose(
+        logits(exact, padded_source)[real], logits(exact, inputs)[real], atol=1e-5
+    )
 
 
 def test_mixed_bfloat16_model_trains(rng, mixed_bfloat16):
