@@ -5,14 +5,14 @@ two measurements at once), so each peak RSS is that variant's own (`wait4`
 rusage of the child) and every number comes from the same machine state:
 
     matmul peak -> keras_s2s XLA -> A XLA -> keras_s2s no XLA -> A no XLA
-    -> keras_s2s bf16 no XLA -> A bf16 no XLA -> optional peers (--include-peers) -> Multi30k bucketing -> SavedModel
+    -> keras_s2s bf16 no XLA -> A bf16 no XLA (on CPUs with bf16 units) -> optional peers (--include-peers) -> Multi30k bucketing -> SavedModel
     serving vs in-process -> matmul peak again
 
 This process imports no TensorFlow; it starts the children, collects their
 JSON, writes `--out` and prints the markdown report.
 
     python -m bench.run [--quick] [--out bench/results/latest.json] [--repeats N]
-                        [--include-peers B,B0,C,Cc,D] [--only JOB,...]
+                        [--include-peers B,B0,C,Cc,D] [--bf16 auto|yes|no] [--only JOB,...]
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ OPTIONAL_PEERS = {
 DEFAULT_PEERS = "D"
 JOB_TIMEOUT_S = 1200
 BF16 = "mixed_bfloat16"
+# CPU flags of bfloat16 matmul units. Without them oneDNN emulates bfloat16:
+# on an AVX2-only EPYC the keras_s2s bf16 job trained 4.2x slower than float32
+# (226 against 950 tokens/s) and took 16 minutes, so `--bf16 auto` skips it.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def parse_args(argv=None):
@@ -68,6 +72,9 @@ def parse_args(argv=None):
                              "run): B = tutorial design with masks fixed, XLA; B0 = same "
                              "without XLA; C / Cc = torch eager / compiled (needs torch); "
                              "D = CTranslate2 (needs ctranslate2); default: none")
+    parser.add_argument("--bf16", choices=("auto", "yes", "no"), default="auto",
+                        help="the mixed-bfloat16 jobs (ours and keras-hub's): auto = only on "
+                             "CPUs with bfloat16 matmul units (avx512_bf16 or amx_bf16)")
     parser.add_argument("--only", default="",
                         help="run only these jobs (comma-separated names as printed, e.g. "
                              "keras_s2s_jit1,bucketing); the start matmul peak always runs")
@@ -119,10 +126,16 @@ def plan(args, raw_dir: str):
     # Mixed bfloat16 without XLA (XLA's CPU backend runs bfloat16 dots slower
     # than float32), ours and peer A alike, so the precision's gain is not
     # counted as ours.
-    jobs.append(s2s(0, BF16))
-    if a_ok:
-        jobs.append(bf16_peer("A_kerashub_bf16_jit0", ["peer_a_kerashub.py", "--jit", "0"],
-                              "A_kerashub_jit0"))
+    if run_bf16(args.bf16, cpu_flags()):
+        jobs.append(s2s(0, BF16))
+        if a_ok:
+            jobs.append(bf16_peer("A_kerashub_bf16_jit0", ["peer_a_kerashub.py", "--jit", "0"],
+                                  "A_kerashub_jit0"))
+    else:
+        skipped.append(f"mixed bf16 jobs (--bf16 {args.bf16}): this CPU has none of "
+                       f"{', '.join(BF16_CPU_FLAGS)}, so bfloat16 matmuls are emulated "
+                       "(--bf16 yes runs them anyway)" if args.bf16 == "auto"
+                       else "mixed bf16 jobs: --bf16 no")
     if not a_ok:
         skipped.append("peer A (keras-hub): keras_hub not installed")
     for key in args.peers:
@@ -144,6 +157,25 @@ def plan(args, raw_dir: str):
             raise SystemExit(f"--only: unknown job(s) {unknown}; jobs are {sorted(known)}")
         jobs = [job for job in jobs if job[0] == "matmul_start" or job[0] in args.only]
     return jobs, skipped
+
+
+def run_bf16(choice: str, flags: set) -> bool:
+    """Whether to run the mixed-bfloat16 jobs: `--bf16 yes|no`, or auto by CPU flags."""
+    if choice != "auto":
+        return choice == "yes"
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def cpu_flags() -> set:
+    """The `flags` of the first CPU in /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def run_child(argv, log_path, env, timeout_s=JOB_TIMEOUT_S) -> dict:
@@ -197,14 +229,13 @@ def log_tail(path, lines=12) -> str:
 
 
 def machine_info() -> dict:
-    model, flags = "unknown", set()
+    model, flags = "unknown", cpu_flags()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name") and model == "unknown":
+                if line.startswith("model name"):
                     model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
+                    break
     except OSError:
         pass
     memory = "?"

@@ -363,7 +363,7 @@ def model_step_fn(model, encoder_tokens, *, max_length, beam_size=1):
         `(step_fn, initial_state)`. `state` is
         `{"index": int32 scalar position of the next fed token,
         "self_attention": tuple, per decoder layer, of (keys, values), each
-        (N, C, H, Dh)}`.
+        (N, H, C, Dh), heads-major}`.
     """
     parts = model if isinstance(model, TransformerParts) else TransformerParts.from_model(model)
     _check_positive_int("beam_size", beam_size)
@@ -371,12 +371,12 @@ def model_step_fn(model, encoder_tokens, *, max_length, beam_size=1):
     encoder_tokens = tf.convert_to_tensor(encoder_tokens, tf.int32)
     encoder_output, source_mask = parts.encode(encoder_tokens)  # (B, S, D), (B, S)
     cache = parts.initial_cache(encoder_output, max_length + 1)
-    self_attention = cache.self_attention  # per layer 2 x (B, C, H, Dh)
+    self_attention = cache.self_attention  # per layer 2 x (B, H, C, Dh)
     if beam_size > 1:
-        self_attention = expand_to_beams(self_attention, beam_size)  # 2 x (B*K, C, H, Dh)
+        self_attention = expand_to_beams(self_attention, beam_size)  # 2 x (B*K, H, C, Dh)
     # Projected once per sentence and never repeated: cross-attention lets
     # the K beam rows of sentence b share its keys, values and source mask.
-    cross_attention = tuple(cache.cross_attention)  # per layer 2 x (B, S, H, Dh)
+    cross_attention = tuple(cache.cross_attention)  # per layer 2 x (B, H, S, Dh)
 
     def step_fn(ids, state):
         logits, new_cache = parts.decode(

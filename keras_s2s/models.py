@@ -257,7 +257,7 @@ class TransformerParts:
 
 @dataclasses.dataclass
 class DecoderCache:
-    """Per decoder layer: self-attention 2 x (B, L, H, K) and cross-attention 2 x (B, S, H, K)."""
+    """Per decoder layer: self-attention 2 x (B, H, L, K) and cross-attention 2 x (B, H, S, K), heads-major."""
 
     self_attention: tuple
     cross_attention: tuple

@@ -6,12 +6,23 @@ shared by N decoder layers loses its padding mask after the first one. Here
 masks are explicit tensors built by `keras_s2s.layers.masks`, and the
 query's padding mask is propagated as the output mask.
 
+Decoding caches are heads-major, (B, H, L, K): a decoding step then reads
+them as they are. Keras's `dot_product_attention` takes (B, S, H, K) and
+transposes keys and values to heads-major inside its einsums on every call,
+which for a cache is a copy of the whole cache per layer per step; those
+einsums were 41% of the op time of greedy decoding in the bench profile.
+
 Shape legend: B batch, T query length, S key length, L cache length,
 D model dim, H heads, K head dim.
 """
 
 import keras
 from keras import ops
+
+# Score of a masked key, in float32 (scores are computed in float32), as in
+# Keras's own attention: finite, so a row with every key masked stays a
+# uniform distribution instead of NaN.
+_MASKED_SCORE = -1e9
 
 from keras_s2s.layers import masks
 
@@ -73,6 +84,24 @@ class _Attention(keras.layers.Layer):
         attended = ops.dot_product_attention(
             query, key, value, mask=mask
         )  # (B, T, H, K)
+        return self._project("bthk,hkd->btd", attended, self.output_projection)
+
+    def _attend_cached(self, query, keys, values, mask):
+        """Attention over heads-major decoding caches.
+
+        query (B, T, H, K); keys, values (B, H, S, K); mask (B|1, 1, T|1, S)
+        or None. Returns (B, T, D). The same computation as `_attend`
+        (scores and softmax in float32, scaled by 1/sqrt(K)), reading the
+        caches without transposing them.
+        """
+        queries = ops.transpose(query, (0, 2, 1, 3))  # (B, H, T, K): T is 1 when decoding
+        scores = ops.cast(
+            ops.einsum("bhtk,bhsk->bhts", queries, keys), "float32"
+        ) * (1.0 / self.key_dim**0.5)  # (B, H, T, S)
+        if mask is not None:
+            scores = ops.where(mask, scores, _MASKED_SCORE)
+        probabilities = ops.cast(ops.softmax(scores, axis=-1), values.dtype)
+        attended = ops.einsum("bhts,bhsk->bthk", probabilities, values)  # (B, T, H, K)
         return self._project("bthk,hkd->btd", attended, self.output_projection)
 
     def compute_output_shape(self, query_shape, *args, **kwargs):
@@ -160,8 +189,8 @@ class CausalSelfAttention(_SelfAttention):
         inputs: float (B, T, D).
         mask: bool (B, T), True at real tokens; taken from the Keras mask of
             `inputs` when not given. Combined with the causal mask.
-        cache: optional `(keys, values)`, each float (B, L, H, K); see
-            `initial_cache`.
+        cache: optional `(keys, values)`, each float (B, H, L, K)
+            (heads-major); see `initial_cache`.
         cache_index: int scalar, position of `inputs[:, 0]`; required with
             `cache`.
 
@@ -186,39 +215,41 @@ class CausalSelfAttention(_SelfAttention):
             raise ValueError(
                 f"{self.name}: `cache_index` is required when `cache` is given"
             )
-        keys, values = cache  # 2 x (B, L, H, K)
-        # A scatter at (row, position) pairs rather than `ops.slice_update`:
-        # in the TF backend that lowers to XlaDynamicUpdateSlice, an XLA op
-        # stock TF Serving cannot run (tensorflow/serving#2217, KNOWN_TRAPS 8);
-        # TensorScatterUpdate is core TensorFlow and XLA compiles it too.
+        keys, values = cache  # 2 x (B, H, L, K)
+        # A scatter at (row, head, position) triples rather than
+        # `ops.slice_update`: in the TF backend that lowers to
+        # XlaDynamicUpdateSlice, an XLA op stock TF Serving cannot run
+        # (tensorflow/serving#2217, KNOWN_TRAPS 8); TensorScatterUpdate is core
+        # TensorFlow and XLA compiles it too.
         batch_size = ops.shape(keys)[0]
-        rows = ops.broadcast_to(
-            ops.arange(batch_size)[:, None], (batch_size, query_length)
-        )  # (B, T)
+        grid = (batch_size, self.num_heads, query_length)
+        rows = ops.broadcast_to(ops.arange(batch_size)[:, None, None], grid)
+        heads = ops.broadcast_to(ops.arange(self.num_heads)[None, :, None], grid)
         positions = ops.broadcast_to(
-            ops.cast(cache_index, "int32") + ops.arange(query_length)[None, :],
-            (batch_size, query_length),
-        )  # (B, T)
-        indices = ops.reshape(ops.stack([rows, positions], axis=-1), (-1, 2))  # (B*T, 2)
+            ops.cast(cache_index, "int32") + ops.arange(query_length)[None, None, :], grid
+        )
+        indices = ops.reshape(ops.stack([rows, heads, positions], axis=-1), (-1, 3))  # (B*H*T, 3)
 
         def write(cached, new):
-            update = ops.reshape(ops.cast(new, cached.dtype), (-1, self.num_heads, self.key_dim))
-            return ops.scatter_update(cached, indices, update)  # (B, L, H, K)
+            new = ops.transpose(ops.cast(new, cached.dtype), (0, 2, 1, 3))  # (B, H, T, K)
+            return ops.scatter_update(
+                cached, indices, ops.reshape(new, (-1, self.key_dim))
+            )  # (B, H, L, K)
 
         # Keys and values live in two tensors: attention reads each whole,
-        # where slicing one stacked (B, L, 2, H, K) cache copied both every step.
+        # where slicing one stacked cache copied both every step.
         keys, values = write(keys, key), write(values, value)
         # Slots after cache_index hold zeros (or stale values); the causal
         # mask with an offset hides them, so shapes stay fixed for XLA.
         attention_mask = masks.causal_attention_mask(
-            query_length, ops.shape(keys)[1], offset=cache_index
+            query_length, ops.shape(keys)[2], offset=cache_index
         )
-        outputs = self._attend(query, keys, values, attention_mask)
+        outputs = self._attend_cached(query, keys, values, attention_mask)
         return outputs, (keys, values)
 
     def initial_cache(self, batch_size, max_length, dtype="float32"):
-        """An empty cache for `max_length` positions: (keys, values), 2 x (B, L, H, K)."""
-        shape = (batch_size, max_length, self.num_heads, self.key_dim)
+        """An empty cache for `max_length` positions: (keys, values), 2 x (B, H, L, K)."""
+        shape = (batch_size, self.num_heads, max_length, self.key_dim)
         return ops.zeros(shape, dtype=dtype), ops.zeros(shape, dtype=dtype)
 
 
@@ -238,7 +269,7 @@ class CrossAttention(_Attention):
         context_mask: bool (B, S), True at real source tokens. Pass it
             explicitly: a mask riding on a shared `context` tensor is what
             KNOWN_TRAPS 1 loses.
-        cache: optional `(keys, values)`, each float (B, S, H, K), from
+        cache: optional `(keys, values)`, each float (B, H, S, K), from
             `compute_cache(context)`, so decoding projects the encoder
             output once per sentence. The query may then have N = B*G rows
             (beam search: row b*G + g belongs to sentence b), with
@@ -278,18 +309,18 @@ class CrossAttention(_Attention):
         queries = self._project("btd,dhk->bthk", query, self.query_projection)  # (B, T, H, K)
         mask = masks.key_padding_mask(context_mask)  # (B, 1, 1, S)
         if cache is None:
-            key, value = self.compute_cache(context)  # 2 x (B, S, H, K)
+            key, value = self._keys_values(context)  # 2 x (B, S, H, K)
             return self._attend(queries, key, value, mask)
         # Beam search feeds G = N / B rows per sentence (row b*G + g is
         # hypothesis g of sentence b) against one copy of the sentence's keys
         # and values: the G rows attend as G query positions of that sentence,
         # so the cache is never repeated G times nor read G times per step.
-        key, value = cache  # 2 x (B, S, H, K)
+        key, value = cache  # 2 x (B, H, S, K)
         rows, length = ops.shape(queries)[0], ops.shape(queries)[1]
         grouped = ops.reshape(
             queries, (ops.shape(key)[0], -1, self.num_heads, self.key_dim)
         )  # (B, G*T, H, K)
-        outputs = self._attend(grouped, key, value, mask)  # (B, G*T, D)
+        outputs = self._attend_cached(grouped, key, value, mask)  # (B, G*T, D)
         return ops.reshape(outputs, (rows, length, ops.shape(outputs)[-1]))  # (N, T, D)
 
     def attention_weights(self, query, context, context_mask=None):
@@ -302,7 +333,7 @@ class CrossAttention(_Attention):
         if not self.built:
             self.build(tuple(query.shape), tuple(context.shape))
         query = self._project("btd,dhk->bthk", query, self.query_projection)  # (B, T, H, K)
-        key, _ = self.compute_cache(context)  # (B, S, H, K)
+        key, _ = self._keys_values(context)  # (B, S, H, K)
         scores = ops.einsum("bthk,bshk->bhts", query, key) / ops.sqrt(
             ops.cast(self.key_dim, query.dtype)
         )  # (B, H, T, S)
@@ -313,11 +344,16 @@ class CrossAttention(_Attention):
         return weights if mask is None else ops.where(mask, weights, 0.0)
 
     def compute_cache(self, context):
-        """Projects the encoder output to `(keys, values)`, each (B, S, H, K), once.
+        """Projects the encoder output to `(keys, values)`, each (B, H, S, K), once.
 
-        Two tensors rather than one (B, S, 2, H, K): a decoding step then
-        reads them as they are instead of slicing the cache every step.
+        Heads-major and two tensors rather than one stacked one: a decoding
+        step then reads them as they are, without a transpose or a slice.
         """
+        key, value = self._keys_values(context)  # 2 x (B, S, H, K)
+        return ops.transpose(key, (0, 2, 1, 3)), ops.transpose(value, (0, 2, 1, 3))
+
+    def _keys_values(self, context):
+        """(B, S, D) -> keys, values 2 x (B, S, H, K), one projection for both."""
         key_value = self._project(
             "bsd,dnhk->bsnhk", context, self.key_value_projection
         )  # (B, S, 2, H, K)

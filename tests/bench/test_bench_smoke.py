@@ -20,7 +20,7 @@ needs_peers = pytest.mark.skipif(
 
 
 def test_plan_alternates_ours_and_peer_a_between_two_matmul_peaks(tmp_path):
-    jobs, _ = run.plan(run.parse_args(["--include-peers", ""]), str(tmp_path))
+    jobs, _ = run.plan(run.parse_args(["--include-peers", "", "--bf16", "yes"]), str(tmp_path))
     names = [job[0] for job in jobs]
     assert names[0] == "matmul_start" and names[-1] == "matmul_end"
     ours = [n for n in names if n.startswith("keras_s2s")]
@@ -33,7 +33,7 @@ def test_plan_alternates_ours_and_peer_a_between_two_matmul_peaks(tmp_path):
 
 @pytest.mark.parametrize("quick", [False, True])
 def test_bf16_jobs_set_the_policy_and_read_the_peers_own_folder(tmp_path, quick):
-    args = run.parse_args(["--include-peers", ""] + (["--quick"] if quick else []))
+    args = run.parse_args(["--include-peers", "", "--bf16", "yes"] + (["--quick"] if quick else []))
     args.quick = quick
     jobs = {job[0]: job for job in run.plan(args, str(tmp_path))[0]}
     ours = jobs["keras_s2s_bf16_jit0"]
@@ -46,6 +46,24 @@ def test_bf16_jobs_set_the_policy_and_read_the_peers_own_folder(tmp_path, quick)
         # peer_runner points at the policy's own folder.
         folder = str(tmp_path) + "_mixed_bfloat16" + ("_quick" if quick else "")
         assert result_path == os.path.join(folder, "A_kerashub_jit0.json")
+
+
+@pytest.mark.parametrize(
+    ("choice", "flags", "expected"),
+    [("auto", {"avx2", "fma"}, False), ("auto", {"avx2", "avx512_bf16"}, True),
+     ("auto", {"amx_bf16"}, True), ("yes", set(), True), ("no", {"avx512_bf16"}, False)],
+)
+def test_bf16_jobs_run_only_on_cpus_with_bfloat16_units(tmp_path, monkeypatch, choice, flags,
+                                                        expected):
+    # Emulated bfloat16 (AVX2 only) trained 4x slower than float32: no ratio to learn from.
+    monkeypatch.setattr(run, "cpu_flags", lambda: flags)
+    jobs, skipped = run.plan(run.parse_args(["--bf16", choice]), str(tmp_path))
+    names = [job[0] for job in jobs]
+    assert ("keras_s2s_bf16_jit0" in names) is expected
+    assert any("keras_s2s_jit0" == name for name in names)
+    assert any("mixed bf16 jobs" in reason for reason in skipped) is not expected
+    if choice == "auto" and not expected:
+        assert any("avx512_bf16" in reason for reason in skipped)
 
 
 def test_only_keeps_the_start_matmul_peak(tmp_path):

@@ -116,6 +116,29 @@ def test_cached_steps_equal_full_causal_attention(states):
         np.testing.assert_allclose(np.asarray(step)[:, 0], full[:, i], atol=1e-5)
 
 
+def test_decoding_caches_are_heads_major(states):
+    # (B, H, L, K): a decoding step reads the caches without transposing them.
+    query, context = states
+    keys, values = CausalSelfAttention(**ARGS).initial_cache(B, T + 2)
+    assert tuple(keys.shape) == tuple(values.shape) == (B, 2, T + 2, 4)
+    layer = CrossAttention(**ARGS)
+    layer(query, context)
+    keys, values = layer.compute_cache(context)
+    assert tuple(keys.shape) == tuple(values.shape) == (B, 2, S, 4)
+
+
+def test_cached_cross_attention_equals_uncached_also_for_grouped_rows(states):
+    # Beam search feeds G rows per sentence against one heads-major cache.
+    query, context = states
+    context_mask = np.array([[True, True, True, False, False], [True] * S])
+    layer = CrossAttention(**ARGS)
+    full = np.asarray(layer(query, context, context_mask=context_mask))  # (B, T, D)
+    cache = layer.compute_cache(context)
+    grouped = np.repeat(np.asarray(query)[:, :1], 3, axis=0)  # (B*3, 1, D), rows b*3 + g
+    step = np.asarray(layer(grouped, context, context_mask=context_mask, cache=cache))
+    np.testing.assert_allclose(step[:, 0], np.repeat(full[:, 0], 3, axis=0), atol=1e-5)
+
+
 def test_cache_without_index_is_an_error(states):
     layer = CausalSelfAttention(**ARGS)
     with pytest.raises(ValueError, match="`cache_index` is required"):
@@ -138,8 +161,8 @@ def test_cross_attention_weights_are_distributions_over_real_keys(states):
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
     assert np.all(weights[0, :, :, 3:] == 0)
     # Consistent with the output: weights @ values, projected, is the layer output.
-    _, values = layer.compute_cache(context)  # (B, S, H, K)
-    attended = np.einsum("bhts,bshk->bthk", weights, np.asarray(values))
+    _, values = layer.compute_cache(context)  # (B, H, S, K)
+    attended = np.einsum("bhts,bhsk->bthk", weights, np.asarray(values))
     kernel, bias = (np.asarray(w) for w in layer.output_projection)
     expected = np.einsum("bthk,hkd->btd", attended, kernel) + bias
     np.testing.assert_allclose(
