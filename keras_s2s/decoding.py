@@ -226,18 +226,29 @@ def beam_search(
 
     def body(step, last, alive_ids, alive_logprob, finished_ids, finished_scores, state):
         logits, state = step_fn(last, state)  # (B*K, V)
+        logits = tf.cast(logits, tf.float32)
+        # The 2K best extensions of a sentence are among the 2K best tokens of
+        # each of its beams, so each row is ranked first and only those K*2K
+        # are normalised and ranked again: no (B*K, V) log-probabilities are
+        # written. 2K + 1: PAD may be one of them.
+        row_logits, row_tokens, row_max = _top_tokens(logits, 2 * beams + 1, pad_id)  # (B*K, R)
         # Normalise over the whole vocabulary, PAD included, so scores are
-        # the model's log-probabilities; then forbid PAD.
-        logprobs = _forbid_pad(tf.nn.log_softmax(tf.cast(logits, tf.float32)), pad_id)
-        vocabulary = tf.shape(logprobs)[-1]
-        logprobs = tf.reshape(logprobs, [batch_size, beams, vocabulary])  # (B, K, V)
-        candidates = alive_logprob[:, :, None] + logprobs  # (B, K, V)
+        # the model's log-probabilities (logsumexp, with the row maxima that
+        # the ranking found).
+        log_normalizer = row_max + tf.math.log(
+            tf.reduce_sum(tf.exp(logits - row_max), axis=-1, keepdims=True)
+        )  # (B*K, 1)
+        per_beam = row_logits.shape[-1]  # R, static: XLA and the loop's shapes need it
+        candidates = alive_logprob[:, :, None] + tf.reshape(
+            row_logits - log_normalizer, [batch_size, beams, per_beam]
+        )  # (B, K, R)
         top_logprob, top_index = tf.math.top_k(
-            tf.reshape(candidates, [batch_size, beams * vocabulary]),  # (B, K*V)
-            k=2 * beams,
+            tf.reshape(candidates, [batch_size, beams * per_beam]), k=2 * beams  # (B, K*R)
         )  # (B, 2K)
-        top_beam = top_index // vocabulary  # (B, 2K)
-        top_token = top_index % vocabulary  # (B, 2K)
+        top_beam = top_index // per_beam  # (B, 2K)
+        top_token = tf.gather(
+            tf.reshape(row_tokens, [batch_size, beams * per_beam]), top_index, batch_dims=1
+        )  # (B, 2K)
         top_ids = tf.gather(alive_ids, top_beam, batch_dims=1)  # (B, 2K, L)
         top_ids = tf.where(columns == step, top_token[:, :, None], top_ids)  # (B, 2K, L)
 
@@ -315,6 +326,63 @@ def trim_ids(ids, pad_id=PAD_ID):
     ids = tf.convert_to_tensor(ids)
     lengths = tf.reduce_sum(tf.cast(tf.not_equal(ids, pad_id), tf.int32), axis=1)  # (B,)
     return ids[:, : tf.maximum(tf.reduce_max(lengths), 0)]
+
+
+# Vocabulary block of `_top_tokens`: a row's k best tokens lie in its k blocks
+# with the highest maxima, so only those k*64 logits are ranked exactly.
+_RANKING_BLOCK = 64
+
+
+def _top_tokens(logits, k, pad_id):
+    """The k highest logits of each row, their tokens and the row maximum.
+
+    `tf.math.top_k` over whole rows of a large vocabulary was most of beam
+    search's own cost (8-11 ms a step for 256 rows x 8000 on a 2-core CPU,
+    with and without XLA). Ranking 64-token blocks by their maxima first and
+    then only the tokens of the k best blocks gives the same tokens in the
+    same order (ties to the lower id, as `top_k`), at about 4 ms.
+
+    Args:
+        logits: float32 (N, V); V must be static.
+        k: how many per row; capped at V.
+        pad_id: its logit is ranked as -inf (never chosen), or None.
+
+    Returns:
+        `(values, tokens, row_max)`: float32 and int32 (N, R), R = min(k, V),
+        in decreasing order of the logits (a PAD among them keeps its place
+        with value -inf); float32 (N, 1) the maximum of each row, PAD included.
+    """
+    vocabulary = logits.shape[-1]
+    if vocabulary is None:
+        raise ValueError("beam search needs the vocabulary size (the logits' last axis) "
+                         "to be known when the search is traced")
+    k = min(k, vocabulary)
+    blocks = -(-vocabulary // _RANKING_BLOCK)
+    if blocks <= 2 * k:  # too few blocks to save anything: rank the rows whole
+        values, tokens = tf.math.top_k(logits, k=k)
+        row_max = tf.reduce_max(logits, axis=-1, keepdims=True)
+    else:
+        padded = tf.pad(
+            logits, [[0, 0], [0, blocks * _RANKING_BLOCK - vocabulary]], constant_values=_NEG_INF
+        )
+        rows = tf.shape(logits)[0]
+        blocked = tf.reshape(padded, [rows, blocks, _RANKING_BLOCK])  # (N, V/64, 64)
+        block_max = tf.reduce_max(blocked, axis=-1)  # (N, V/64)
+        row_max = tf.reduce_max(block_max, axis=-1, keepdims=True)  # (N, 1)
+        _, best_blocks = tf.math.top_k(block_max, k=k)  # (N, k)
+        # In id order, so that ties among the gathered logits go to the lower id.
+        best_blocks = tf.sort(best_blocks, axis=-1)
+        gathered = tf.reshape(
+            tf.gather(blocked, best_blocks, batch_dims=1), [rows, k * _RANKING_BLOCK]
+        )  # (N, k*64)
+        values, position = tf.math.top_k(gathered, k=k)  # (N, k)
+        tokens = (
+            tf.gather(best_blocks, position // _RANKING_BLOCK, batch_dims=1) * _RANKING_BLOCK
+            + position % _RANKING_BLOCK
+        )
+    if pad_id is not None:
+        values = tf.where(tokens == pad_id, _NEG_INF, values)
+    return values, tokens, row_max
 
 
 def _forbid_pad(scores, pad_id):

@@ -583,3 +583,52 @@ def test_beam_search_ignores_extra_source_padding(model, sources, ends):
     padded_ids, padded_scores = beam_decode(model, np.pad(sources, ((0, 0), (0, 5))), **options)
     np.testing.assert_array_equal(np.asarray(padded_ids), np.asarray(ids))
     np.testing.assert_allclose(np.asarray(padded_scores), np.asarray(scores), atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_beam_ranking_of_two_steps_equals_the_exhaustive_one(seed):
+    # Beam search ranks each beam's best tokens first and only then the
+    # survivors: the K best two-token hypotheses must still be those of the
+    # exhaustive ranking over (first token among the K alive) x (any token),
+    # also when they all extend one beam, and PAD (the likeliest) never wins.
+    rng = np.random.default_rng(seed)
+    vocabulary, beams = 9, 3
+    first = rng.normal(size=vocabulary).astype("float32")
+    second = (3.0 * rng.normal(size=(vocabulary, vocabulary))).astype("float32")
+    first[END] = second[:, END] = -30.0  # nothing finishes before the limit
+    first[PAD] = second[:, PAD] = 6.0
+
+    def step_fn(ids, state):
+        logits = tf.where(
+            state["step"] == 0, tf.gather(first[None], tf.zeros_like(ids)), tf.gather(second, ids)
+        )  # (N, V)
+        return logits, {"step": state["step"] + 1}
+
+    ids, scores = beam_search(step_fn, tf.constant([START]), {"step": tf.constant(0)},
+                              beam_size=beams, end_id=END, max_length=2, length_penalty=0.0)
+    first_logprob = np.asarray(tf.nn.log_softmax(first))
+    second_logprob = np.asarray(tf.nn.log_softmax(second))
+    alive = [t for t in np.argsort(-first_logprob) if t != PAD][:beams]
+    ranked = sorted(
+        ((first_logprob[a] + second_logprob[a, b], a, b)
+         for a in alive for b in range(vocabulary) if b != PAD),
+        reverse=True,
+    )[:beams]
+    np.testing.assert_array_equal(np.asarray(ids)[0], [[a, b] for _, a, b in ranked])
+    np.testing.assert_allclose(np.asarray(scores)[0], [s for s, _, _ in ranked], rtol=1e-6)
+
+
+@pytest.mark.parametrize("vocabulary", [130, 1000, 8000])
+def test_block_ranking_gives_the_tokens_of_top_k_ties_included(vocabulary):
+    # Beam search ranks 64-token blocks by their maxima, then the tokens of
+    # the best blocks; rounded logits make many ties, which must still go to
+    # the lower id, as in tf.math.top_k.
+    logits = np.round(np.random.default_rng(vocabulary).normal(size=(7, vocabulary)), 1)
+    logits = tf.constant(logits.astype("float32"))
+    values, tokens, row_max = decoding._top_tokens(logits, 9, pad_id=None)
+    expected_values, expected_tokens = tf.math.top_k(logits, k=9)
+    np.testing.assert_array_equal(np.asarray(tokens), np.asarray(expected_tokens))
+    np.testing.assert_array_equal(np.asarray(values), np.asarray(expected_values))
+    np.testing.assert_array_equal(np.asarray(row_max)[:, 0], np.max(np.asarray(logits), axis=1))
+    _, tokens_with_pad, _ = decoding._top_tokens(logits, 9, pad_id=int(expected_tokens[0, 0]))
+    assert np.asarray(tokens_with_pad)[0, 0] == int(expected_tokens[0, 0])  # kept, at -inf
