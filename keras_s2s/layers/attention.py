@@ -19,12 +19,12 @@ D model dim, H heads, K head dim.
 import keras
 from keras import ops
 
-# Score of a masked key, in float32 (scores are computed in float32), as in
-# Keras's own attention: finite, so a row with every key masked stays a
-# uniform distribution instead of NaN.
-_MASKED_SCORE = -1e9
-
 from keras_s2s.layers import masks
+
+# Score of a masked key, in float32 (scores are computed in float32): finite,
+# as in Keras's own attention, so a row with every key masked stays a uniform
+# distribution instead of NaN.
+_MASKED_SCORE = -1e9
 
 
 class _Attention(keras.layers.Layer):
@@ -339,7 +339,7 @@ class CrossAttention(_Attention):
         )  # (B, H, T, S)
         mask = masks.key_padding_mask(context_mask)
         if mask is not None:
-            scores = ops.where(mask, scores, ops.cast(-1e9, scores.dtype))
+            scores = ops.where(mask, scores, ops.cast(_MASKED_SCORE, scores.dtype))
         weights = ops.softmax(scores, axis=-1)
         return weights if mask is None else ops.where(mask, weights, 0.0)
 

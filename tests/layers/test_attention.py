@@ -137,6 +137,26 @@ def test_cached_cross_attention_equals_uncached_also_for_grouped_rows(states):
     grouped = np.repeat(np.asarray(query)[:, :1], 3, axis=0)  # (B*3, 1, D), rows b*3 + g
     step = np.asarray(layer(grouped, context, context_mask=context_mask, cache=cache))
     np.testing.assert_allclose(step[:, 0], np.repeat(full[:, 0], 3, axis=0), atol=1e-5)
+    # Padded source keys are masked in the cached path too.
+    changed = np.asarray(context).copy()
+    changed[0, 3:] += 100.0
+    step_changed = np.asarray(layer(grouped, changed, context_mask=context_mask,
+                                    cache=layer.compute_cache(changed)))
+    np.testing.assert_allclose(step_changed, step, atol=1e-5)
+
+
+def test_cached_steps_ignore_stale_values_in_later_cache_slots(states):
+    # The causal mask with an offset hides cache slots not yet written.
+    layer = CausalSelfAttention(**ARGS)
+    query = states[0]
+    full = np.asarray(layer(query))
+    rng = np.random.default_rng(3)
+    keys, values = layer.initial_cache(B, T + 2)
+    cache = (rng.normal(size=keys.shape).astype("float32") * 50,
+             rng.normal(size=values.shape).astype("float32") * 50)
+    for i in range(T):
+        step, cache = layer(query[:, i : i + 1], cache=cache, cache_index=i)
+        np.testing.assert_allclose(np.asarray(step)[:, 0], full[:, i], atol=1e-4)
 
 
 def test_cache_without_index_is_an_error(states):
