@@ -195,6 +195,8 @@ def markdown(results: dict) -> str:
         f"Workload: {results['workload']}",
         ("CPU used by other processes during each job (cores, of "
          f"{machine['cpu_count']}): {machine.get('other_processes_cores_per_job', '?')}"),
+        ("CPU taken by the hypervisor for other guests (steal) during each job (cores): "
+         f"{machine.get('stolen_cores_per_job', '?')}"),
         "",
         ("| peer | train tokens/s | MFU | peak RSS MiB (train / process) | compile s "
          "| greedy sent/s | beam4 sent/s |"),

@@ -183,7 +183,7 @@ def run_child(argv, log_path, env, timeout_s=JOB_TIMEOUT_S) -> dict:
     import subprocess
 
     started = time.perf_counter()
-    busy_before = busy_cpu_seconds()
+    busy_before, stolen_before = cpu_seconds()
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 cwd=workload.REPO_ROOT)
@@ -200,6 +200,7 @@ def run_child(argv, log_path, env, timeout_s=JOB_TIMEOUT_S) -> dict:
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
     child_cpu = usage.ru_utime + usage.ru_stime
+    busy_after, stolen_after = cpu_seconds()
     return {
         "returncode": proc.returncode,
         "timed_out": timed_out,
@@ -208,16 +209,22 @@ def run_child(argv, log_path, env, timeout_s=JOB_TIMEOUT_S) -> dict:
         "child_cpu_seconds": child_cpu,
         # The machine is shared: CPU the rest of the system used meanwhile,
         # in cores (busy time of all CPUs minus this child's, per second).
-        "other_processes_cores": max(0.0, busy_cpu_seconds() - busy_before - child_cpu) / wall,
+        "other_processes_cores": max(0.0, busy_after - busy_before - child_cpu) / wall,
+        # The machine is a VM: CPU time the hypervisor gave to other guests
+        # while this one was ready to run (steal), in cores. Neither `ps` nor
+        # the child's rusage sees it, and it slows every step it lands on.
+        "stolen_cores": max(0.0, stolen_after - stolen_before) / wall,
         "log": log_path,
     }
 
 
-def busy_cpu_seconds() -> float:
-    """Busy time of all CPUs since boot (/proc/stat), in seconds."""
-    with open("/proc/stat", encoding="utf-8") as f:
-        user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(stat_path: str = "/proc/stat") -> tuple[float, float]:
+    """(busy, stolen) time of all CPUs since boot (/proc/stat), in seconds."""
+    with open(stat_path, encoding="utf-8") as f:
+        fields = [int(value) for value in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields + [0] * (8 - len(fields))
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / ticks, steal / ticks
 
 
 def log_tail(path, lines=12) -> str:
@@ -361,7 +368,8 @@ def main(argv=None) -> int:
                          f"log {os.path.relpath(job['log'])}: {last_line}")
             results["runs"][name] = {"job": job, "result": result, "error": error}
             print(f"{job['wall_seconds']:.0f} s (other processes used "
-                  f"{job['other_processes_cores']:.1f} cores meanwhile)"
+                  f"{job['other_processes_cores']:.1f} cores meanwhile, the hypervisor "
+                  f"took {job['stolen_cores']:.2f})"
                   + (f"  FAILED: {error}" if error else ""), flush=True)
             if result is None:
                 if kind in ("bucketing", "serving"):
@@ -404,6 +412,8 @@ def main(argv=None) -> int:
         name: round(run["job"]["other_processes_cores"], 2)
         for name, run in results["runs"].items()}
     results["machine"]["other_processes_cores_max"] = max(others) if others else None
+    results["machine"]["stolen_cores_per_job"] = {
+        name: round(run["job"]["stolen_cores"], 2) for name, run in results["runs"].items()}
     results["wall_seconds"] = time.perf_counter() - started
     with open(out_path, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2, default=str)

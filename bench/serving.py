@@ -16,7 +16,9 @@ the model's max_length - 1 new tokens (what the export allows):
   Serving runs with `--xla_cpu_compilation_enabled=true`.
 
 Throughput: median of the shared protocol's repeats. Latency: one sentence
-per call, LATENCY_CALLS calls after a warm-up, p50 and p95.
+per call, LATENCY_CALLS calls after a warm-up, p50 and p95. The throughput
+calls of the four paths of a beam size are timed in turns, one call each per
+round, so that the VM's drift falls on all of them alike.
 
     python -m bench.serving --out PATH
 """
@@ -49,23 +51,6 @@ def write_run_dir(run_dir, model, config, tokenizers, beam_size):
     model.save(os.path.join(run_dir, "model.keras"))
 
 
-def percentiles(seconds):
-    import numpy as np
-
-    return {"p50_ms": float(np.percentile(seconds, 50) * 1e3),
-            "p95_ms": float(np.percentile(seconds, 95) * 1e3)}
-
-
-def latency(translate, sentence):
-    translate([sentence])  # warm-up: traces or compiles for batch 1
-    seconds = []
-    for _ in range(LATENCY_CALLS):
-        started = time.perf_counter()
-        translate([sentence])
-        seconds.append(time.perf_counter() - started)
-    return percentiles(seconds)
-
-
 def served_translate(loaded):
     """Strings -> strings through a loaded export's serving_default signature."""
     import tensorflow as tf
@@ -79,13 +64,54 @@ def served_translate(loaded):
     return translate
 
 
-def throughput(common, translate, sentences):
+def timed(translate, batch) -> float:
+    started = time.perf_counter()
+    translate(batch)
+    return time.perf_counter() - started
+
+
+def interleaved_throughput(common, translates, sentences) -> dict:
+    """Throughput of each path, the timed calls taken in turns (one call per path per round).
+
+    The VM's speed drifts by 10-25% within minutes; timing the paths one after
+    the other put that drift into their ratios, in turns it falls on all alike.
+    The shared protocol otherwise: a first call (tracing / compiling), the
+    other warm-up calls, then DECODE_REPEATS timed rounds; the median.
+    """
     import numpy as np
 
-    first, seconds = common.time_repeats(lambda: translate(sentences))
-    median = float(np.median(seconds))
-    return {"first_call_seconds": first, "seconds": seconds, "median_seconds": median,
-            "sentences_per_s": len(sentences) / median}
+    first = {}
+    for name, translate in translates.items():
+        first[name] = timed(translate, sentences)
+        for _ in range(max(0, common.DECODE_WARMUP - 1)):
+            translate(sentences)
+    seconds = {name: [] for name in translates}
+    for _ in range(common.DECODE_REPEATS):
+        for name, translate in translates.items():
+            seconds[name].append(timed(translate, sentences))
+    results = {}
+    for name in translates:
+        median = float(np.median(seconds[name]))
+        results[name] = {"first_call_seconds": first[name], "seconds": seconds[name],
+                         "median_seconds": median, "sentences_per_s": len(sentences) / median}
+    return results
+
+
+def latencies(translates, sentence) -> dict:
+    """p50 / p95 of one-sentence calls, LATENCY_CALLS per path after a warm-up call.
+
+    Path after path, not in turns: a one-sentence call is short enough for
+    the previous path's weights in the CPU caches to show in it.
+    """
+    import numpy as np
+
+    results = {}
+    for name, translate in translates.items():
+        translate([sentence])  # warm-up: traces or compiles for batch 1
+        seconds = [timed(translate, [sentence]) for _ in range(LATENCY_CALLS)]
+        results[name] = {"p50_ms": float(np.percentile(seconds, 50) * 1e3),
+                         "p95_ms": float(np.percentile(seconds, 95) * 1e3)}
+    return results
 
 
 def run() -> dict:
@@ -122,21 +148,22 @@ def run() -> dict:
         for beam_size in BEAM_SIZES:
             run_dir = os.path.join(scratch, f"run{beam_size}")
             write_run_dir(run_dir, model, config, (source_tokenizer, target_tokenizer), beam_size)
-            row = {}
             # The export searches up to max_length - 1 new tokens and a random
             # model never ends early: the in-process search gets the same cap.
-            for jit in (True, False):
-                translator = Translator(model, source_tokenizer, target_tokenizer,
-                                        beam_size=beam_size, max_length=config.max_length - 1,
-                                        jit_compile=jit)
-                row[f"in_process_jit{int(jit)}"] = throughput(common, translator.translate, sentences)
-                row[f"in_process_jit{int(jit)}_latency"] = latency(translator.translate, sentences[0])
+            translates = {
+                f"in_process_jit{int(jit)}": Translator(
+                    model, source_tokenizer, target_tokenizer, beam_size=beam_size,
+                    max_length=config.max_length - 1, jit_compile=jit,
+                ).translate
+                for jit in (True, False)
+            }
             for jit, key in ((False, "saved_model"), (True, "saved_model_xla")):
                 exported = export_run(run_dir, f"beam{beam_size}_jit{int(jit)}", base_dir=scratch,
                                       jit_compile=jit)
-                served = served_translate(tf.saved_model.load(exported))
-                row[key] = throughput(common, served, sentences)
-                row[f"{key}_latency"] = latency(served, sentences[0])
+                translates[key] = served_translate(tf.saved_model.load(exported))
+            row = interleaved_throughput(common, translates, sentences)
+            for key, percentile in latencies(translates, sentences[0]).items():
+                row[f"{key}_latency"] = percentile
             rate = {key: row[key]["sentences_per_s"]
                     for key in ("saved_model", "saved_model_xla", "in_process_jit1", "in_process_jit0")}
             row["saved_model_over_in_process"] = rate["saved_model"] / rate["in_process_jit1"]

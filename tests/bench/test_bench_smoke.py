@@ -82,6 +82,21 @@ def test_run_child_reports_the_childs_own_peak_rss(tmp_path):
     job = run.run_child([sys.executable, "-c", code], str(tmp_path / "child.log"), dict(os.environ))
     assert job["returncode"] == 0 and not job["timed_out"]
     assert job["process_peak_rss_mib"] >= 96
+    assert job["stolen_cores"] >= 0 and job["other_processes_cores"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("line", "stolen_ticks"),
+    [("cpu  100 0 50 1000 5 0 10 40 0 0", 40),
+     ("cpu  100 0 50 1000 5 0 10", 0)],  # kernels without the steal column
+)
+def test_cpu_seconds_separate_busy_and_stolen_time(tmp_path, line, stolen_ticks):
+    stat = tmp_path / "stat"
+    stat.write_text(line + "\ncpu0 1 2 3 4 5 6 7 8\n")
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy, stolen = run.cpu_seconds(str(stat))
+    assert busy == pytest.approx(160 / ticks)  # user + nice + system + irq + softirq
+    assert stolen == pytest.approx(stolen_ticks / ticks)
 
 
 @needs_peers
@@ -212,3 +227,31 @@ def test_children_share_keras_s2s_onednn_setting(monkeypatch, tmp_path):
     assert run.child_env(False, None, str(tmp_path))["TF_ENABLE_ONEDNN_OPTS"] == "1"
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     assert run.child_env(False, None, str(tmp_path))["TF_ENABLE_ONEDNN_OPTS"] == "0"
+
+
+def test_serving_throughput_is_timed_in_turns_latency_path_by_path():
+    # Drift of the VM must fall on every path of a row alike: after each
+    # path's warm-up calls, the timed calls go round-robin.
+    import types
+
+    from bench import serving
+
+    calls = []
+
+    def path(name):
+        return lambda batch: calls.append((name, len(batch)))
+
+    common = types.SimpleNamespace(DECODE_WARMUP=2, DECODE_REPEATS=3)
+    translates = {"a": path("a"), "b": path("b")}
+    rows = serving.interleaved_throughput(common, translates, ["x", "y"])
+    names = [name for name, _ in calls]
+    assert names == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert all(size == 2 for _, size in calls)
+    assert set(rows) == {"a", "b"} and len(rows["a"]["seconds"]) == 3
+    assert rows["a"]["sentences_per_s"] == 2 / rows["a"]["median_seconds"]
+
+    calls.clear()
+    latency = serving.latencies(translates, "x")
+    # One sentence per call, path after path (warm-up call included).
+    assert calls == [("a", 1)] * (serving.LATENCY_CALLS + 1) + [("b", 1)] * (serving.LATENCY_CALLS + 1)
+    assert latency["a"]["p50_ms"] <= latency["a"]["p95_ms"]
