@@ -25,9 +25,10 @@ import glob
 import json
 import os
 import re
+import shutil
 import tempfile
 
-from bench import workload
+from bench import s2s_variant, workload
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -161,9 +162,6 @@ def xplane_paths(logdir: str) -> list[str]:
     return glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
 
 
-BEAM_SIZE = 4
-
-
 def xla_flags_for_profile(dump_dir: str, existing: str | None) -> str:
     """XLA_FLAGS with one trace event per CPU thunk and the optimized HLO dumped as text."""
     flags = [existing or "", "--xla_cpu_enable_xprof_traceme=true",
@@ -187,7 +185,7 @@ def main(argv=None) -> None:
     parser.add_argument("--xla", action="store_true",
                         help="profile one search compiled with XLA, per HLO thunk")
     parser.add_argument("--search", choices=("greedy", "beam"), default="greedy",
-                        help=f"the search traced (beam: {BEAM_SIZE} beams)")
+                        help=f"the search traced (beam: {s2s_variant.BEAM_SIZE} beams)")
     parser.add_argument("--train-steps", type=int, default=None,
                         help="fit steps traced without XLA (default 8; 0: none; not with --xla)")
     parser.add_argument("--decode-calls", type=int, default=3,
@@ -199,15 +197,21 @@ def main(argv=None) -> None:
                      f"with it (received --train-steps {args.train_steps})")
     if args.xla and args.decode_calls < 1:
         parser.error(f"--xla needs --decode-calls >= 1 (received {args.decode_calls})")
-    train_steps = 8 if args.train_steps is None and not args.xla else args.train_steps or 0
-    dump_dir = None
-    if args.xla:
-        # Before TensorFlow starts: XLA reads its flags once per process.
-        dump_dir = tempfile.mkdtemp(prefix="keras_s2s_hlo_")
+    if args.train_steps is None:
+        args.train_steps = 0 if args.xla else 8
+    if not args.xla:
+        return profile(args, dump_dir=None)
+    # Before TensorFlow starts: XLA reads its flags once per process.
+    dump_dir = tempfile.mkdtemp(prefix="keras_s2s_hlo_")
+    try:
         os.environ["XLA_FLAGS"] = xla_flags_for_profile(dump_dir, os.environ.get("XLA_FLAGS"))
+        return profile(args, dump_dir)
+    finally:
+        shutil.rmtree(dump_dir, ignore_errors=True)
 
-    from bench import s2s_variant
 
+def profile(args, dump_dir: str | None) -> None:
+    """Traces what `args` asks for and prints the summaries; `dump_dir`: the HLO dump (--xla)."""
     common = workload.common()
     import keras
     import tensorflow as tf
@@ -221,12 +225,12 @@ def main(argv=None) -> None:
     keras.utils.set_random_seed(0)
     model = build_transformer(s2s_variant.model_config(common))
     report = {}
-    if train_steps:
+    if args.train_steps:
         compile_model(model, TrainConfig(label_smoothing=0.1), jit_compile=False)
         dataset = s2s_variant.make_dataset(common, src, dec_in, labels)
         model.fit(dataset, epochs=1, steps_per_epoch=3, verbose=0)  # trace outside the profile
         report["train (fit, no XLA)"] = trace(
-            lambda: model.fit(dataset, epochs=1, steps_per_epoch=train_steps, verbose=0),
+            lambda: model.fit(dataset, epochs=1, steps_per_epoch=args.train_steps, verbose=0),
             lambda logdir: summarize(op_stats(logdir), args.top))
     if args.decode_calls:
         sources = tf.constant(src[: common.BATCH])
@@ -236,7 +240,7 @@ def main(argv=None) -> None:
         def decode():
             if args.search == "greedy":
                 return greedy_decode(model, sources, **options)
-            return beam_decode(model, sources, beam_size=BEAM_SIZE, **options)[0]
+            return beam_decode(model, sources, beam_size=s2s_variant.BEAM_SIZE, **options)[0]
         decode()  # traced (and compiled) outside the profile
 
         def decode_calls():

@@ -73,8 +73,8 @@ def timed(translate, batch) -> float:
 def interleaved_throughput(common, translates, sentences) -> dict:
     """Throughput of each path, the timed calls taken in turns (one call per path per round).
 
-    The VM's speed drifts by 10-25% within minutes; timing the paths one after
-    the other put that drift into their ratios, in turns it falls on all alike.
+    The VM's speed drifts during a run; timing the paths one after the other
+    put that drift into their ratios, in turns it falls on all alike.
     The shared protocol otherwise: a first call (tracing / compiling), the
     other warm-up calls, then DECODE_REPEATS timed rounds; the median.
     """
