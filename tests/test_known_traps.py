@@ -5,12 +5,17 @@ suite relies on really catches the trap on a model that falls into it. The
 export, XLA and distribution traps (7-11) are covered next to that code.
 """
 
+import ast
+import configparser
+import os
+import re
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.test_models import batch, make_model
+from tests.helpers import REPO_ROOT, batch, make_model
 
 
 def source_padding_drift(model, inputs):
@@ -70,7 +75,38 @@ def test_trap2_keras_fills_argname_mask_with_two_tensor_arguments():
     assert seen["context_mask"] is not None
 
 
-def test_trap12_keras_hub_is_the_dependency():
-    import keras_hub
+def _imported_top_modules(folder):
+    """Top-level module names imported by any .py file under `folder`."""
+    names = set()
+    for root, _, files in os.walk(os.path.join(REPO_ROOT, folder)):
+        for name in (f for f in files if f.endswith(".py")):
+            with open(os.path.join(root, name), encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    names.update(alias.name.split(".")[0] for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    names.add(node.module.split(".")[0])
+    return names
 
-    assert hasattr(keras_hub, "layers")
+
+def _setup_requirements():
+    """install_requires and each extra of setup.cfg, as lists of package names."""
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(REPO_ROOT, "setup.cfg"))
+
+    def names(text):
+        lines = [line.strip() for line in text.splitlines()]
+        return [re.split(r"[<>=!~\[ ]", line)[0] for line in lines if line and not line.startswith("#")]
+
+    extras = {key: names(value) for key, value in parser["options.extras_require"].items()}
+    return names(parser["options"]["install_requires"]), extras
+
+
+def test_trap12_keras_hub_is_only_the_bench_extra():
+    install_requires, extras = _setup_requirements()
+    runtime_imports = _imported_top_modules("keras_s2s") | _imported_top_modules("training")
+    assert not {"keras_hub", "keras_nlp"} & runtime_imports
+    assert not {"keras-hub", "keras-nlp", "keras_hub", "keras_nlp"} & set(install_requires)
+    assert "keras-hub" in extras["bench"]  # the benchmark's peer A, under its current name
+    assert "keras_nlp" not in _imported_top_modules("bench")
