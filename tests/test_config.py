@@ -59,7 +59,7 @@ def test_cli_precision_choices_are_the_library_s_and_parse_without_tensorflow():
     import sys
 
     from keras_s2s.config import LOAD_PRECISIONS
-    from tests.conftest import REPO_ROOT
+    from tests.helpers import REPO_ROOT
     from training import LOAD_PRECISIONS as CLI_CHOICES
 
     assert CLI_CHOICES == LOAD_PRECISIONS

@@ -23,7 +23,7 @@ from keras_s2s.decoding import (
     greedy_search,
     model_step_fn,
 )
-from tests.test_models import make_model
+from tests.helpers import make_model
 
 START = 1
 MAX_LENGTH = 8
@@ -559,7 +559,7 @@ def test_search_functions_reject_bad_arguments(model, sources):
 
 @pytest.mark.parametrize("tie", ["target", "all"])
 def test_cached_greedy_equals_naive_loop_with_tied_embeddings(tie, sources):
-    from tests.test_models import make_tied_model
+    from tests.helpers import make_tied_model
 
     keras.utils.set_random_seed(11)
     tied = make_tied_model(tie)

@@ -13,7 +13,7 @@ from keras_s2s.evaluation import (
     score,
     tokenized_bleu,
 )
-from tests.conftest import REPO_ROOT, SHARED_DATA
+from tests.helpers import REPO_ROOT, SHARED_DATA
 
 MULTI30K = os.path.join(SHARED_DATA, "multi30k")
 

@@ -12,9 +12,7 @@ import tensorflow as tf
 
 from keras_s2s import export
 from keras_s2s.translator import Translator
-from tests.conftest import REPO_ROOT, saved_graph
-
-pytestmark = pytest.mark.slow
+from tests.helpers import REPO_ROOT, saved_graph
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +40,7 @@ def serve_in_fresh_process(path, sentences, tmp_path):
     return json.loads(outputs.read_text())
 
 
+@pytest.mark.slow
 def test_fresh_process_with_only_tf_and_tf_text_matches_the_translator(exported, tiny_run, tmp_path):
     _, path = exported
     sentences = held_out(tiny_run)
@@ -51,6 +50,7 @@ def test_fresh_process_with_only_tf_and_tf_text_matches_the_translator(exported,
     assert served["outputs"] == translator.translate(sentences)
 
 
+@pytest.mark.slow
 def test_version_layout_assets_and_config(exported, tiny_run):
     base, path = exported
     assert path == os.path.join(base, "tiny", "1")
@@ -60,6 +60,7 @@ def test_version_layout_assets_and_config(exported, tiny_run):
     assert [n for n in os.listdir(os.path.join(base, "tiny")) if n.startswith(".")] == []
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_both_signatures(exported):
     _, path = exported
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -75,6 +76,7 @@ def test_saved_model_cli_lists_both_signatures(exported):
     assert re.search(r"outputs\['scores'\] tensor_info:\s+dtype: DT_FLOAT\s+shape: \(-1\)", ids)
 
 
+@pytest.mark.slow
 def test_warmup_records_parse_and_are_answered(exported):
     from tensorflow_serving.apis import prediction_log_pb2
 
@@ -91,6 +93,7 @@ def test_warmup_records_parse_and_are_answered(exported):
         assert result["outputs"].shape == inputs.shape
 
 
+@pytest.mark.slow
 def test_bad_inputs_through_the_loaded_saved_model(exported, tiny_run):
     _, path = exported
     serve = tf.saved_model.load(path).signatures["serving_default"]
@@ -109,6 +112,7 @@ def test_bad_inputs_through_the_loaded_saved_model(exported, tiny_run):
     assert len(set(many["outputs"].numpy())) == 1 and many["outputs"].numpy()[0] == one["outputs"].numpy()[0]
 
 
+@pytest.mark.slow
 def test_translate_ids_signature(exported, tiny_run):
     _, path = exported
     loaded = tf.saved_model.load(path)
@@ -127,6 +131,7 @@ def xla_functions(graph):
             if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b]
 
 
+@pytest.mark.slow
 def test_graph_holds_only_core_and_tf_text_ops(exported):
     # KNOWN_TRAPS 8: TF Serving links core TensorFlow and tensorflow-text only.
     from tensorflow.python.framework import op_def_registry
@@ -147,6 +152,7 @@ def test_graph_holds_only_core_and_tf_text_ops(exported):
     assert not forbidden, forbidden
 
 
+@pytest.mark.slow
 def test_second_export_is_version_2_and_existing_versions_are_kept(exported, tiny_run):
     base, first = exported
     second = export.export_run(tiny_run, "tiny", base_dir=base, beam_size=1)
@@ -155,6 +161,7 @@ def test_second_export_is_version_2_and_existing_versions_are_kept(exported, tin
         export.export_run(tiny_run, "tiny", base_dir=base, version=1)
 
 
+@pytest.mark.slow
 def test_failure_mid_export_leaves_no_version_directory(tiny_run, tmp_path, monkeypatch):
     def broken_save(*args, **kwargs):
         os.makedirs(os.path.join(args[1], "variables"), exist_ok=True)  # half written
@@ -166,6 +173,7 @@ def test_failure_mid_export_leaves_no_version_directory(tiny_run, tmp_path, monk
     assert os.listdir(tmp_path / "tiny") == []
 
 
+@pytest.mark.slow
 def test_export_script(tiny_run, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "training.export", "--run-dir", tiny_run, "--name", "cli",
@@ -179,6 +187,7 @@ def test_export_script(tiny_run, tmp_path):
     assert bad.returncode != 0 and "`name` must be letters" in bad.stderr
 
 
+@pytest.mark.slow
 def test_xla_export_matches_the_xla_translator_in_a_fresh_process(tiny_run, tmp_path):
     # --jit-compile: the search (only) is an XLA function, sources padded to
     # multiples of 8 in the graph; the translations stay the Translator's.

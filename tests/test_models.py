@@ -7,43 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_s2s import ModelConfig, build_transformer
+from keras_s2s import build_transformer
 from keras_s2s.models import TransformerParts, load_run_model
+from tests.helpers import batch, make_config, make_model, make_tied_model
 
 DEPTHS = [1, 2, 3]
-
-
-def make_config(num_decoder_layers=2, **overrides):
-    return ModelConfig(
-        **dict(
-            dict(
-                source_vocabulary_size=40,
-                target_vocabulary_size=50,
-                hidden_dim=16,
-                num_heads=2,
-                intermediate_dim=32,
-                num_encoder_layers=2,
-                num_decoder_layers=num_decoder_layers,
-                dropout=0.0,
-                max_length=16,
-            ),
-            **overrides,
-        )
-    )
-
-
-def make_model(num_decoder_layers=2, **overrides):
-    return build_transformer(make_config(num_decoder_layers, **overrides))
-
-
-def batch(rng, source_lengths=(5, 3), target_lengths=(4, 2), source_width=6, target_width=5):
-    encoder = np.zeros((len(source_lengths), source_width), "int32")
-    decoder = np.zeros((len(target_lengths), target_width), "int32")
-    for row, length in enumerate(source_lengths):
-        encoder[row, :length] = rng.integers(1, 40, size=length)
-    for row, length in enumerate(target_lengths):
-        decoder[row, :length] = rng.integers(1, 50, size=length)
-    return {"encoder_tokens": encoder, "decoder_tokens": decoder}
 
 
 def logits(model, inputs):
@@ -228,13 +196,6 @@ def test_model_config_round_trip_rebuilds_the_same_model(rng):
 # --------------------------------------------------------------------------
 
 TIES = ["target", "all"]
-
-
-def make_tied_model(tie, num_decoder_layers=2, **overrides):
-    # "all" needs one vocabulary: both sides get 50 ids.
-    return make_model(
-        num_decoder_layers, source_vocabulary_size=50, tie_embeddings=tie, **overrides
-    )
 
 
 @pytest.mark.parametrize("tie", TIES)

@@ -3,7 +3,7 @@
 import os
 import re
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 def test_keras_api_example_runs(tmp_path, monkeypatch):

@@ -7,8 +7,6 @@ from keras_s2s import decoding
 from keras_s2s.data import END_ID, START_ID
 from keras_s2s.translator import Translator, plot_attention
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def translator(tiny_run):
@@ -20,6 +18,7 @@ def held_out(tiny_run, n=6):
         return [line.split("\t")[0] for line, _ in zip(f, range(n))]
 
 
+@pytest.mark.slow
 def test_translate_matches_decoding_the_ids(translator, tiny_run):
     sentences = held_out(tiny_run)
     encoder_tokens, empty = translator.encode_sources(sentences)
@@ -31,6 +30,7 @@ def test_translate_matches_decoding_the_ids(translator, tiny_run):
     assert all(isinstance(t, str) for t in expected)
 
 
+@pytest.mark.slow
 def test_greedy_and_batching_do_not_change_results(translator, tiny_run):
     sentences = held_out(tiny_run)
     together = translator.translate(sentences, beam_size=1)
@@ -38,11 +38,13 @@ def test_greedy_and_batching_do_not_change_results(translator, tiny_run):
     assert together == one_by_one
 
 
+@pytest.mark.slow
 def test_empty_and_whitespace_inputs_give_empty_outputs(translator):
     out = translator.translate(["", "   ", "The dog sleeps."])
     assert out[:2] == ["", ""] and len(out) == 3
 
 
+@pytest.mark.slow
 def test_attention_alignments_and_plot(translator, tiny_run, tmp_path):
     sentences = held_out(tiny_run, 2)
     translations, alignments = translator.translate(sentences, return_attention=True)

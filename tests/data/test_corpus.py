@@ -11,7 +11,7 @@ from keras_s2s.data.corpus import (
     read_parallel_files,
     read_tsv,
 )
-from tests.conftest import SHARED_DATA
+from tests.helpers import SHARED_DATA
 
 MULTI30K = os.path.join(SHARED_DATA, "multi30k")
 

@@ -2,17 +2,10 @@ import numpy as np
 import pytest
 
 from keras_s2s.layers import CausalSelfAttention, CrossAttention, GlobalSelfAttention
+from tests.helpers import with_keras_mask
 
 B, T, S, D = 2, 4, 5, 8
 ARGS = dict(num_heads=2, key_dim=4)
-
-
-def _with_keras_mask(x, mask):
-    import tensorflow as tf
-
-    x = tf.convert_to_tensor(x)
-    x._keras_mask = tf.convert_to_tensor(mask)
-    return x
 
 
 @pytest.fixture
@@ -78,7 +71,7 @@ def test_cross_attention_masks_source_keys_when_s_differs_from_t(states):
 def test_self_attention_implicit_mask_equals_explicit(layer_class, states):
     layer = layer_class(**ARGS)
     mask = np.array([[True, True, True, False], [True, True, False, False]])
-    implicit = layer(_with_keras_mask(states[0], mask))
+    implicit = layer(with_keras_mask(states[0], mask))
     explicit = layer(states[0], mask=mask)
     np.testing.assert_allclose(np.asarray(implicit), np.asarray(explicit), atol=1e-6)
     np.testing.assert_array_equal(implicit._keras_mask, mask)
@@ -90,7 +83,7 @@ def test_cross_attention_implicit_masks_equal_explicit(states):
     query_mask = np.array([[True, True, True, False], [True] * T])
     context_mask = np.array([[True, True, False, False, False], [True] * S])
     implicit = layer(
-        _with_keras_mask(states[0], query_mask), _with_keras_mask(states[1], context_mask)
+        with_keras_mask(states[0], query_mask), with_keras_mask(states[1], context_mask)
     )
     explicit = layer(states[0], states[1], query_mask=query_mask, context_mask=context_mask)
     np.testing.assert_allclose(np.asarray(implicit), np.asarray(explicit), atol=1e-6)
@@ -100,7 +93,7 @@ def test_cross_attention_implicit_masks_equal_explicit(states):
 def test_layers_leave_input_masks_in_place(states):
     # KNOWN_TRAPS 1: keras MultiHeadAttention clears these; ours must not.
     context_mask = np.array([[True, True, False, False, False], [True] * S])
-    context = _with_keras_mask(states[1], context_mask)
+    context = with_keras_mask(states[1], context_mask)
     CrossAttention(**ARGS)(states[0], context)
     assert context._keras_mask is not None
     np.testing.assert_array_equal(context._keras_mask, context_mask)

@@ -3,7 +3,7 @@ import pytest
 
 from keras_s2s.layers import DecoderLayer
 from tests.layer_checks import run_layer_checks
-from tests.layers.test_attention import _with_keras_mask
+from tests.helpers import with_keras_mask
 
 ARGS = dict(num_heads=2, intermediate_dim=16, dropout=0.0)
 
@@ -37,7 +37,7 @@ def test_implicit_masks_equal_explicit(states):
     x, context = states
     inputs_mask = np.array([[True, True, True, False], [True] * 4])
     context_mask = np.array([[True] * 2 + [False] * 4, [True] * 6])
-    implicit = layer(_with_keras_mask(x, inputs_mask), _with_keras_mask(context, context_mask))
+    implicit = layer(with_keras_mask(x, inputs_mask), with_keras_mask(context, context_mask))
     explicit = layer(x, context, inputs_mask=inputs_mask, context_mask=context_mask)
     np.testing.assert_allclose(np.asarray(implicit), np.asarray(explicit), atol=1e-6)
     np.testing.assert_array_equal(implicit._keras_mask, inputs_mask)

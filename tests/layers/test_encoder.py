@@ -3,7 +3,7 @@ import pytest
 
 from keras_s2s.layers import EncoderLayer
 from tests.layer_checks import run_layer_checks
-from tests.layers.test_attention import _with_keras_mask
+from tests.helpers import with_keras_mask
 
 ARGS = dict(num_heads=2, intermediate_dim=16, dropout=0.0)
 
@@ -31,7 +31,7 @@ def test_implicit_mask_equals_explicit(rng):
     layer = EncoderLayer(**ARGS)
     x = rng.normal(size=(2, 4, 8)).astype("float32")
     mask = np.array([[True, True, False, False], [True] * 4])
-    implicit = layer(_with_keras_mask(x, mask))
+    implicit = layer(with_keras_mask(x, mask))
     np.testing.assert_allclose(np.asarray(implicit), np.asarray(layer(x, mask=mask)), atol=1e-6)
     np.testing.assert_array_equal(implicit._keras_mask, mask)
 

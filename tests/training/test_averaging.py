@@ -24,7 +24,7 @@ from keras_s2s.training.averaging import (
     select_checkpoints,
 )
 from keras_s2s.translator import Translator
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 from training import average as average_cli
 
 EPOCHS = 4

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from keras_s2s.training import compat
 from keras_s2s.training.strategy import resolve_strategy_name
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 from tests.training import distributed_job
 
 
@@ -144,7 +144,7 @@ def test_trainer_under_mirrored_strategy_logs_val_bleu_and_history(two_cpu_strat
 
     from keras_s2s.training import train
     from keras_s2s.training.settings import make_configs
-    from tests.conftest import TINY_SETTINGS
+    from tests.helpers import TINY_SETTINGS
 
     settings = dict(TINY_SETTINGS, shared_vocabulary=True, tie_embeddings="all",
                     validation_bleu_sentences=16, time_budget_minutes=30.0)

@@ -14,9 +14,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT, SHARED_DATA
-
-pytestmark = pytest.mark.slow
+from tests.helpers import REPO_ROOT, SHARED_DATA
 
 MULTI30K = os.path.join(SHARED_DATA, "multi30k")
 CONFIG = os.path.join(REPO_ROOT, "training", "configs", "multi30k_en_de.json")
@@ -54,6 +52,7 @@ def multi30k():
     return MULTI30K
 
 
+@pytest.mark.slow
 def test_recipe_pipeline_on_a_slice(multi30k, tmp_path):
     run_dir, averaged = str(tmp_path / "run"), str(tmp_path / "run-avg")
     test = f"{data('test2016.en')},{data('test2016.de')}"

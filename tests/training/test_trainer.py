@@ -14,11 +14,10 @@ import pytest
 from keras_s2s import ModelConfig
 from keras_s2s.data import load_tokenizers
 from keras_s2s.training import freeze
-from tests.conftest import REPO_ROOT, TINY_SETTINGS, train_command
-
-pytestmark = pytest.mark.slow
+from tests.helpers import REPO_ROOT, TINY_SETTINGS, train_command
 
 
+@pytest.mark.slow
 def test_run_directory_holds_everything(tiny_run):
     for name in ("config.json", "train_config.json", "model.keras", "metrics.json",
                  "source.model", "target.model", "checkpoints/epoch-002.weights.h5"):
@@ -32,6 +31,7 @@ def test_run_directory_holds_everything(tiny_run):
         source.vocabulary_size, target.vocabulary_size)
 
 
+@pytest.mark.slow
 def test_cli_run_model_reloads_with_identical_logits(tiny_run):
     # tiny_run was made by `python -m training.train` (tests/conftest.py).
     model = keras.saving.load_model(os.path.join(tiny_run, "model.keras"), compile=False)
@@ -43,6 +43,7 @@ def test_cli_run_model_reloads_with_identical_logits(tiny_run):
     np.testing.assert_array_equal(np.asarray(model(inputs)), np.asarray(checkpoint(inputs)))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_the_same_command_resumes(tmp_path):
     run_dir = tmp_path / "run"
     command = train_command(run_dir, epochs=3, backup_every_steps=2, builtin_train_size=1500)
@@ -80,6 +81,7 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes(tmp_path):
     assert not (run_dir / "backup").exists()  # deleted after a finished run
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_at_the_run_loss_and_frozen_weights_stay(tiny_run, tmp_path):
     from keras_s2s.models import TransformerParts
     from keras_s2s.training import train
@@ -110,6 +112,7 @@ def test_fine_tuning_starts_at_the_run_loss_and_frozen_weights_stay(tiny_run, tm
     assert any(changed)
 
 
+@pytest.mark.slow
 def test_init_from_rejects_architecture_flags(tiny_run, tmp_path):
     from keras_s2s.config import TrainConfig
     from keras_s2s.training import train
@@ -118,6 +121,7 @@ def test_init_from_rejects_architecture_flags(tiny_run, tmp_path):
         train(str(tmp_path / "x"), TrainConfig(), {"hidden_dim": 64}, init_from=tiny_run)
 
 
+@pytest.mark.slow
 def test_init_from_cli_rejects_a_new_vocabulary(tiny_run, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "training.train", "--run-dir", str(tmp_path / "x"),
@@ -127,6 +131,7 @@ def test_init_from_cli_rejects_a_new_vocabulary(tiny_run, tmp_path):
     assert "--init-from keeps the run's tokenizers; ['vocabulary_size'] cannot change" in result.stderr
 
 
+@pytest.mark.slow
 def test_mismatched_vocabulary_is_a_clear_error(tiny_run, tmp_path):
     import shutil
 
@@ -145,7 +150,7 @@ def test_mismatched_vocabulary_is_a_clear_error(tiny_run, tmp_path):
 
 
 def test_freeze_names_what_it_froze():
-    from tests.test_models import make_model
+    from tests.helpers import make_model
 
     model = make_model()
     assert freeze(model, encoder=True) == [
@@ -155,13 +160,14 @@ def test_freeze_names_what_it_froze():
 
 
 def test_freeze_with_one_shared_embedding_names_it_once():
-    from tests.test_models import make_tied_model
+    from tests.helpers import make_tied_model
 
     model = make_tied_model("all")
     assert freeze(model, embeddings=True) == ["shared_embedding"]
     assert not model.get_layer("shared_embedding").trainable
 
 
+@pytest.mark.slow
 def test_val_bleu_is_logged_each_epoch_and_matches_the_final_model(tiny_run):
     import sacrebleu
 
@@ -217,11 +223,12 @@ def test_bucket_width_auto_is_one_per_length_without_xla_and_coarse_with_it():
         TrainConfig(bucket_width=-1)
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_run_trains_saves_and_translates(tmp_path):
     # `--precision mixed_bfloat16`: bfloat16 matmuls on CPUs with native
     # bfloat16 (AVX512-BF16 / AMX), float32 variables, logits and loss.
     from keras_s2s.translator import Translator
-    from tests.conftest import train_tiny_run
+    from tests.helpers import train_tiny_run
 
     run_dir = train_tiny_run(tmp_path / "run", precision="mixed_bfloat16")
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
@@ -249,7 +256,7 @@ def test_mixed_bfloat16_run_trains_saves_and_translates(tmp_path):
     assert in_float32.parts.decoder_layers[0].compute_dtype == "float32"
     from tensorflow.core.framework import types_pb2
 
-    from tests.conftest import graph_dtypes, saved_graph
+    from tests.helpers import graph_dtypes, saved_graph
 
     exported = export_run(run_dir, "bf16", base_dir=str(tmp_path / "saved"), beam_size=2,
                           precision="float32")

@@ -1,0 +1,144 @@
+"""Helpers shared by the test modules: paths, tiny models and runs, graph inspection.
+
+Test modules import shared code from here (and the layer checks from
+`tests.layer_checks`), never from one another or from `conftest.py`.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from keras_s2s import ModelConfig, build_transformer
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Data read by path where it exists (never copied into the repository); tests
+# that need it skip, naming the path, when it is absent.
+SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+
+
+# --------------------------------------------------------------------------
+# Tiny models and batches.
+# --------------------------------------------------------------------------
+
+
+def make_config(num_decoder_layers=2, **overrides):
+    """A tiny ModelConfig: source vocabulary 40, target 50, D=16, 2 heads."""
+    return ModelConfig(
+        **dict(
+            dict(
+                source_vocabulary_size=40,
+                target_vocabulary_size=50,
+                hidden_dim=16,
+                num_heads=2,
+                intermediate_dim=32,
+                num_encoder_layers=2,
+                num_decoder_layers=num_decoder_layers,
+                dropout=0.0,
+                max_length=16,
+            ),
+            **overrides,
+        )
+    )
+
+
+def make_model(num_decoder_layers=2, **overrides):
+    return build_transformer(make_config(num_decoder_layers, **overrides))
+
+
+def make_tied_model(tie, num_decoder_layers=2, **overrides):
+    # "all" needs one vocabulary: both sides get 50 ids.
+    return make_model(
+        num_decoder_layers, source_vocabulary_size=50, tie_embeddings=tie, **overrides
+    )
+
+
+def batch(rng, source_lengths=(5, 3), target_lengths=(4, 2), source_width=6, target_width=5):
+    """A padded batch for `make_model`: rows of the given real lengths, pad id 0."""
+    encoder = np.zeros((len(source_lengths), source_width), "int32")  # (B, S)
+    decoder = np.zeros((len(target_lengths), target_width), "int32")  # (B, T)
+    for row, length in enumerate(source_lengths):
+        encoder[row, :length] = rng.integers(1, 40, size=length)
+    for row, length in enumerate(target_lengths):
+        decoder[row, :length] = rng.integers(1, 50, size=length)
+    return {"encoder_tokens": encoder, "decoder_tokens": decoder}
+
+
+def with_keras_mask(x, mask):
+    """`x` as a tensor carrying `mask` as its implicit Keras mask."""
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x)
+    x._keras_mask = tf.convert_to_tensor(mask)
+    return x
+
+
+# --------------------------------------------------------------------------
+# Tiny trained runs, through the CLI.
+# --------------------------------------------------------------------------
+
+
+TINY_SETTINGS = dict(
+    builtin_train_size=400,
+    vocabulary_size=120,
+    hidden_dim=32,
+    num_heads=2,
+    intermediate_dim=64,
+    num_encoder_layers=1,
+    num_decoder_layers=2,
+    dropout=0.0,
+    max_length=40,
+    batch_tokens=640,
+    epochs=2,
+    learning_rate=3e-3,
+    warmup_steps=10,
+    jit_compile=False,
+    beam_size=2,
+    backup_every_steps=5,
+    verbose=0,
+)
+
+
+def train_command(run_dir, **overrides):
+    """`python -m training.train` with the tiny settings, as a user would type it."""
+    command = [sys.executable, "-m", "training.train", "--run-dir", str(run_dir)]
+    for key, value in dict(TINY_SETTINGS, **overrides).items():
+        command += [f"--{key}", str(value)]
+    return command
+
+
+def train_tiny_run(run_dir, **overrides):
+    """Trains the tiny built-in run used by the end-to-end tests, through the CLI."""
+    result = subprocess.run(
+        train_command(run_dir, **overrides), cwd=REPO_ROOT, capture_output=True, text=True,
+        timeout=900, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return str(run_dir)
+
+
+# --------------------------------------------------------------------------
+# Exported graphs.
+# --------------------------------------------------------------------------
+
+
+def saved_graph(path):
+    """The GraphDef (with its function library) of an exported SavedModel version."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    return proto.meta_graphs[0].graph_def
+
+
+def graph_dtypes(graph):
+    """Every dtype named by a node attribute of the graph or its functions."""
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    dtypes = set()
+    for node in nodes:
+        for value in node.attr.values():
+            dtypes.add(value.type)
+            dtypes.update(value.list.type)
+    return dtypes
