@@ -6,8 +6,8 @@ VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/builtin
-# Quiet TensorFlow's C++ start-up logging; errors still show.
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+# TensorFlow's C++ start-up noise is held back by keras_s2s.runtime (errors and,
+# on GPU machines, device discovery still show); set TF_CPP_MIN_LOG_LEVEL to override.
 
 .PHONY: install run test test-fast bench lint clean
 

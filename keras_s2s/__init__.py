@@ -1,8 +1,9 @@
 """keras_s2s: mask-correct encoder-decoder Transformers for Keras 3 / TensorFlow."""
 
-from keras_s2s.runtime import prefer_onednn
+from keras_s2s.runtime import prefer_onednn, quiet_tensorflow_startup
 
 prefer_onednn()  # before anything below imports TensorFlow
+quiet_tensorflow_startup()  # imports it, without the C++ start-up noise
 
 from keras_s2s import layers  # noqa: E402
 from keras_s2s.config import ModelConfig, TrainConfig  # noqa: E402

@@ -1,9 +1,7 @@
 """Thin command-line scripts over keras_s2s: train, evaluate, export, main_job."""
 
-import os
-
-# TensorFlow's C++ start-up chatter hides the progress bar; errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ start-up chatter is held back by keras_s2s.runtime, which
+# every script imports (through keras_s2s) before TensorFlow.
 
 # keras_s2s.config.LOAD_PRECISIONS (the --precision choices of evaluate,
 # translate and export), spelled out: importing keras_s2s loads TensorFlow,

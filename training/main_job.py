@@ -51,10 +51,10 @@ def main(argv=None):
     run("training.export", "--run-dir", args.run_dir, "--name", args.name)
 
     step("translate through the exported SavedModel")
+    from keras_s2s.export import next_version  # first: keras_s2s quiets TensorFlow's start-up
+
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  registers the SentencePiece ops
-
-    from keras_s2s.export import next_version
 
     version = next_version(os.path.join("saved_models", args.name)) - 1
     path = os.path.join("saved_models", args.name, str(version))
