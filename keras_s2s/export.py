@@ -22,7 +22,7 @@ of 8 so that few shapes compile: faster on CPU, but TF Serving then needs
 `--xla_cpu_compilation_enabled=true` (without it the search cannot run:
 the warm-up at load time and every request fail).
 
-Input handling at serving time (documented in the README):
+Input handling at serving time (documented in docs/serving.md):
     * invalid UTF-8 bytes are replaced by U+FFFD before tokenization;
     * an empty or whitespace-only sentence gives "" with score 0.0;
     * a sentence longer than the model's `max_length` pieces is truncated

@@ -25,7 +25,7 @@ def read_lines(path):
 
 def require_multi30k():
     if not os.path.isdir(MULTI30K):
-        pytest.skip(f"real data absent: {MULTI30K} (see ../shared/data/README.md)")
+        pytest.skip(f"real data absent: {MULTI30K} (docs/multi30k.md says where to get it)")
 
 
 def test_score_is_sacrebleu():

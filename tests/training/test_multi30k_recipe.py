@@ -1,6 +1,6 @@
 """The Multi30k En->De recipe end to end on a slice of the real data.
 
-The commands of the README's "Real data" section, in order, with the
+The commands of docs/multi30k.md, in order, with the
 recipe's config file: train -> average checkpoints -> evaluate (cased
 sacreBLEU, chrF, lc-tok BLEU) -> export -> evaluate through the SavedModel,
 which must give the same hypotheses as in-process decoding. Only the data
@@ -48,7 +48,7 @@ def cli(*arguments):
 @pytest.fixture(scope="module")
 def multi30k():
     if not os.path.isdir(MULTI30K):
-        pytest.skip(f"real data absent: {MULTI30K} (see ../shared/data/README.md)")
+        pytest.skip(f"real data absent: {MULTI30K} (docs/multi30k.md says where to get it)")
     return MULTI30K
 
 
