@@ -63,8 +63,30 @@ NO_GPU_NOISE = (
 
 
 def has_nvidia_gpu() -> bool:
-    """Whether the machine has an NVIDIA device node or driver (no CUDA call made)."""
-    return os.path.exists("/proc/driver/nvidia") or bool(glob.glob("/dev/nvidia[0-9]*"))
+    """Whether the machine shows an NVIDIA GPU, without any CUDA call.
+
+    Linux: the driver (/proc/driver/nvidia) or a device node (/dev/nvidia0 ...);
+    WSL2: its GPU paravirtualisation device (/dev/dxg).
+    """
+    return (
+        os.path.exists("/proc/driver/nvidia")
+        or os.path.exists("/dev/dxg")
+        or bool(glob.glob("/dev/nvidia[0-9]*"))
+    )
+
+
+def prefer_quiet_logs(environ=os.environ, gpu=None) -> bool:
+    """Sets `TF_CPP_MIN_LOG_LEVEL=2` without a GPU unless it is set; returns whether it did.
+
+    Level 2 keeps TensorFlow's C++ errors and drops its info and warning lines.
+    With a GPU the level stays TensorFlow's, so its device discovery ("Created
+    device ... GPU:0") is shown.
+    """
+    gpu = has_nvidia_gpu() if gpu is None else gpu
+    if gpu or LOG_LEVEL_ENV in environ:
+        return False
+    environ[LOG_LEVEL_ENV] = "2"
+    return True
 
 
 def noise_patterns(gpu: bool) -> "re.Pattern":
@@ -107,25 +129,21 @@ def filtered_native_stderr(pattern):
             os.close(saved)
             captured.seek(0)
             text = drop_noise(captured.read(), pattern)
-            if text:
-                os.write(2, text)
+            while text:
+                text = text[os.write(2, text):]
 
 
 def quiet_tensorflow_startup(environ=os.environ, gpu=None):
     """Imports TensorFlow and finds its devices without the C++ start-up noise.
 
     Must run before anything imports TensorFlow (importing keras_s2s does it).
-    On a machine without an NVIDIA GPU, TensorFlow's C++ warnings are turned
-    off too (`TF_CPP_MIN_LOG_LEVEL=2`, errors still show) unless the user set
-    the variable; with a GPU the level stays TensorFlow's, so its device
-    discovery ("Created device ... GPU:0") is shown. Does nothing if TensorFlow
-    is already imported.
+    Also sets the C++ log level (`prefer_quiet_logs`). Does nothing if
+    TensorFlow is already imported.
     """
     if "tensorflow" in sys.modules:
         return
     gpu = has_nvidia_gpu() if gpu is None else gpu
-    if not gpu:
-        environ.setdefault(LOG_LEVEL_ENV, "2")
+    prefer_quiet_logs(environ, gpu)
     with filtered_native_stderr(noise_patterns(gpu)):
         import tensorflow as tf
 

@@ -100,6 +100,20 @@ def test_with_a_gpu_the_cuda_lines_stay():
     assert drop_noise(text, noise_patterns(gpu=True)) == _lines(NO_GPU_SAMPLE)
 
 
+def test_prefer_quiet_logs_only_without_a_gpu_and_keeps_the_users_choice():
+    from keras_s2s.runtime import LOG_LEVEL_ENV, prefer_quiet_logs
+
+    environ = {}
+    assert prefer_quiet_logs(environ, gpu=False) is True
+    assert environ == {LOG_LEVEL_ENV: "2"}
+    environ = {}
+    assert prefer_quiet_logs(environ, gpu=True) is False  # device discovery stays visible
+    assert environ == {}
+    environ = {LOG_LEVEL_ENV: "0"}
+    assert prefer_quiet_logs(environ, gpu=False) is False
+    assert environ == {LOG_LEVEL_ENV: "0"}
+
+
 def _run(arguments, code=None):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     command = [sys.executable] + (["-c", code] if code else ["-m"] + arguments)
