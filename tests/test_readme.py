@@ -145,14 +145,23 @@ def test_cited_tests_exist():
 PENDING_PAGES = {"docs/distributed-training.md"}
 
 
-def test_relative_links_resolve():
+def anchors(page):
+    """GitHub's anchors for the headings of a markdown page."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", read(page), flags=re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_relative_links_and_their_anchors_resolve():
     for page in PAGES + ["CHANGELOG.md"]:
         folder = os.path.dirname(os.path.join(REPO_ROOT, page))
-        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", read(page)):
-            path = os.path.normpath(os.path.join(folder, target))
-            if os.path.relpath(path, REPO_ROOT) in PENDING_PAGES:
+        for target, anchor in re.findall(r"\]\(([^)#:]*)(?:#([^)]*))?\)", read(page)):
+            path = os.path.normpath(os.path.join(folder, target or os.path.basename(page)))
+            relative = os.path.relpath(path, REPO_ROOT)
+            if relative in PENDING_PAGES:
                 continue
             assert os.path.exists(path), f"{page} links to {target}, which does not exist"
+            if anchor:
+                assert anchor in anchors(relative), f"{page} links to {target}#{anchor}: no such heading"
 
 
 def test_user_facing_text_names_no_development_paths():
