@@ -121,7 +121,8 @@ def test_flags_table_matches_help(page, module, section):
 def test_training_flags_table_lists_every_setting_with_its_default():
     from keras_s2s.training.settings import _settable_fields
 
-    [section] = [s for _, module, s in SECTIONS if module == "training.train"]
+    [section] = [s for page, module, s in SECTIONS
+                 if (page, module) == ("docs/training.md", "training.train")]
     rows = dict(re.findall(r"^\| `--(\w+)` \| `([^`]*)` \|", section, re.M))
     fields = {field.name: repr(field.default) for field in _settable_fields()}
     assert rows == fields
