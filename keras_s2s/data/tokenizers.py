@@ -248,7 +248,7 @@ class VocabularyTokenizer(tf.Module):
         self._pieces = pieces
         self.append_end = bool(append_end)
         self.vocabulary_size = len(pieces)
-        processor = spm.SentencePieceProcessor(model_proto=model_proto)
+        spm.SentencePieceProcessor(model_proto=model_proto)  # fails early on bytes that are no model
         # Looked up: every id but PAD and START, which text never produces.
         # A piece listed twice keeps its lowest id (as a dict built in order).
         lookup = {}
@@ -262,24 +262,11 @@ class VocabularyTokenizer(tf.Module):
             ),
             default_value=UNK_ID,
         )
-        # Detokenizing: each id as the SentencePiece id of its piece (UNK of
-        # the model when the model has no such piece; -1 for special ids,
-        # which are dropped).
-        special = {PAD_ID, START_ID, END_ID}
-        model_unk = processor.unk_id()
-        self._sentencepiece_ids = tf.constant(
-            [
-                -1 if index in special
-                else model_unk if processor.piece_to_id(piece) == model_unk
-                else processor.piece_to_id(piece)
-                for index, piece in enumerate(pieces)
-            ],
-            tf.int32,
-        )  # (V,)
+        # Detokenizing joins the pieces of the ids with this side's model, as
+        # MarianTokenizer.decode does (a piece the model lacks keeps its text).
+        self._piece_strings = tf.constant(pieces, tf.string)  # (V,)
         self._segmenter = tf_text.SentencepieceTokenizer(model=model_proto, out_type=tf.string)
         self._segmenter._model_resource = _SentencepieceModel(model_proto)
-        self._detokenizer = tf_text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32)
-        self._detokenizer._model_resource = self._segmenter._model_resource
 
     @property
     def model_proto(self) -> bytes:
@@ -314,23 +301,23 @@ class VocabularyTokenizer(tf.Module):
         return ids
 
     def detokenize(self, ids) -> tf.Tensor:
-        """Ids (N, L), dense or ragged -> strings (N,), as `Tokenizer.detokenize`.
+        """Ids (N, L), dense or ragged -> strings (N,), as `MarianTokenizer.decode`.
 
-        Each row is read up to its first END; PAD, START and out-of-range
-        ids are dropped or made UNK as there; pieces are joined by this
-        side's SentencePiece model.
+        Each row is read up to its first END; the special ids (PAD, START,
+        UNK, as `decode(skip_special_tokens=True)` drops `<unk>` too) and
+        ids outside the vocabulary are dropped, and the pieces of the rest
+        are joined by this side's SentencePiece model.
         """
         if isinstance(ids, tf.RaggedTensor):
             ids = ids.to_tensor(default_value=PAD_ID)
         ids = tf.cast(tf.convert_to_tensor(ids), tf.int32)  # (N, L)
         if ids.shape.rank != 2:
             raise ValueError(f"`ids` must have shape (N, L); received shape {ids.shape}")
-        in_vocabulary = (ids >= 0) & (ids < self.vocabulary_size)
-        ids = tf.where(in_vocabulary, ids, UNK_ID)
         ended = tf.cumsum(tf.cast(ids == END_ID, tf.int32), axis=1) > 0
-        model_ids = tf.gather(self._sentencepiece_ids, ids)  # (N, L)
-        keep = ~ended & (model_ids >= 0)
-        return self._detokenizer.detokenize(tf.ragged.boolean_mask(model_ids, keep))
+        keep = ~ended & (ids > END_ID) & (ids < self.vocabulary_size)  # (N, L)
+        kept = tf.ragged.boolean_mask(ids, keep)  # (N, None)
+        pieces = tf.ragged.map_flat_values(tf.gather, self._piece_strings, kept)  # (N, None)
+        return self._segmenter.detokenize(pieces)
 
     def id_to_piece(self, ids) -> list[str]:
         """Ids -> their pieces, for display (alignment plots)."""
