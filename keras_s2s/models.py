@@ -63,7 +63,8 @@ class TransformerParts:
     decoder_layers: list[DecoderLayer]
     decoder_norm: keras.layers.Layer | None
     # An OutputProjection named "logits", or the target embedding called in
-    # reverse (tied embeddings): hidden (B, T, D) -> float32 logits (B, T, V).
+    # reverse (tied embeddings), then the LogitsBias named "final_logits_bias"
+    # if the config has one: hidden (B, T, D) -> float32 logits (B, T, V).
     output_projection: Callable
 
     @classmethod

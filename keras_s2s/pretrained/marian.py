@@ -44,10 +44,22 @@ import os
 import numpy as np
 
 from keras_s2s.config import ModelConfig, TrainConfig
-from keras_s2s.data.tokenizers import END_ID, PAD_ID, START_ID, UNK_ID, save_vocabulary_tokenizers
+from keras_s2s.data.tokenizers import (
+    END_ID,
+    PAD_ID,
+    START_ID,
+    UNK_ID,
+    save_vocabulary_tokenizers,
+)
 from keras_s2s.files import atomic_directory
 from keras_s2s.layers.positional_embedding import sinusoidal_table
-from keras_s2s.models import CONFIG_FILE, MODEL_FILE, TransformerParts, build_transformer
+from keras_s2s.models import (
+    CONFIG_FILE,
+    LOGITS_BIAS,
+    MODEL_FILE,
+    TransformerParts,
+    build_transformer,
+)
 
 CONFIG = "config.json"
 SAFETENSORS = "model.safetensors"
@@ -320,6 +332,17 @@ def _set_output(sublayer, projections, prefix):
     _assign(bias, projections["out"][1], f"{prefix}.out_proj.bias")
 
 
+def _set_self_attention(block, weights, prefix, d, h, k):
+    """Marian's q/k/v/out projections -> the fused (D, 3, H, K) kernel, and the block's norm."""
+    attention = _attention(weights, f"{prefix}.self_attn", d, h, k)
+    sublayer = block.sublayer
+    kernel, bias = sublayer.qkv_projection
+    _assign(kernel, np.stack([attention[n][0] for n in "qkv"], axis=1), f"{prefix}.self_attn.[qkv]_proj.weight")
+    _assign(bias, np.stack([attention[n][1] for n in "qkv"], axis=0), f"{prefix}.self_attn.[qkv]_proj.bias")
+    _set_output(sublayer, attention, f"{prefix}.self_attn")
+    _set_norm(block.norm, weights, f"{prefix}.self_attn_layer_norm", d)
+
+
 def _set_norm(norm, weights, prefix, d):
     _assign(norm.gamma, weights.get(f"{prefix}.weight", (d,)), f"{prefix}.weight")
     _assign(norm.beta, weights.get(f"{prefix}.bias", (d,)), f"{prefix}.bias")
@@ -334,7 +357,7 @@ def _set_feed_forward(block, weights, prefix, d, f):
     _set_norm(block.norm, weights, f"{prefix}.final_layer_norm", d)
 
 
-def _check_positions(weights, max_length, hidden_dim):
+def _check_positions(weights, max_length, hidden_dim) -> None:
     """Stored position tables (older checkpoints keep them) must be the halves table."""
     expected = sinusoidal_table(max_length, hidden_dim, "halves")
     for side in ("encoder", "decoder"):
@@ -367,32 +390,24 @@ def convert_weights(checkpoint: MarianCheckpoint, model) -> None:
             "projections are not supported"
         )
     _assign(parts.target_embedding.embeddings, shared[order], "model.shared.weight")
-    bias = weights.get("final_logits_bias", (1, v))[0][order]  # (V + 1,)
+    # Optional, as in transformers (a checkpoint without it has a zero bias).
+    marian_bias = (
+        weights.get("final_logits_bias", (1, v))
+        if "final_logits_bias" in weights.tensors
+        else np.zeros((1, v), "float32")
+    )
+    bias = marian_bias[0][order]  # (V + 1,)
     bias[START_ID] = FORBIDDEN_LOGIT
-    logits_bias = model.get_layer("final_logits_bias")
-    _assign(logits_bias.bias, bias, "final_logits_bias")
+    _assign(model.get_layer(LOGITS_BIAS).bias, bias, "final_logits_bias")
 
     for i, layer in enumerate(parts.encoder_layers):
         prefix = f"model.encoder.layers.{i}"
-        attention = _attention(weights, f"{prefix}.self_attn", d, h, k)
-        sublayer = layer.self_attention_block.sublayer
-        kernel, qkv_bias = sublayer.qkv_projection
-        _assign(kernel, np.stack([attention[n][0] for n in "qkv"], axis=1), f"{prefix}.self_attn.[qkv]_proj.weight")
-        _assign(qkv_bias, np.stack([attention[n][1] for n in "qkv"], axis=0), f"{prefix}.self_attn.[qkv]_proj.bias")
-        _set_output(sublayer, attention, f"{prefix}.self_attn")
-        _set_norm(layer.self_attention_block.norm, weights, f"{prefix}.self_attn_layer_norm", d)
+        _set_self_attention(layer.self_attention_block, weights, prefix, d, h, k)
         _set_feed_forward(layer.feed_forward_block, weights, prefix, d, f)
 
     for i, layer in enumerate(parts.decoder_layers):
         prefix = f"model.decoder.layers.{i}"
-        attention = _attention(weights, f"{prefix}.self_attn", d, h, k)
-        sublayer = layer.self_attention_block.sublayer
-        kernel, qkv_bias = sublayer.qkv_projection
-        _assign(kernel, np.stack([attention[n][0] for n in "qkv"], axis=1), f"{prefix}.self_attn.[qkv]_proj.weight")
-        _assign(qkv_bias, np.stack([attention[n][1] for n in "qkv"], axis=0), f"{prefix}.self_attn.[qkv]_proj.bias")
-        _set_output(sublayer, attention, f"{prefix}.self_attn")
-        _set_norm(layer.self_attention_block.norm, weights, f"{prefix}.self_attn_layer_norm", d)
-
+        _set_self_attention(layer.self_attention_block, weights, prefix, d, h, k)
         attention = _attention(weights, f"{prefix}.encoder_attn", d, h, k)
         sublayer = layer.cross_attention_block.sublayer
         kernel, query_bias = sublayer.query_projection

@@ -183,7 +183,6 @@ def _generate(model, input_ids, attention_mask, **options):
 def write_reference(directory, output):
     """Builds the checkpoint in `directory` and writes the PyTorch side's outputs to `output` (.npz)."""
     import torch
-
     from transformers import MarianMTModel
 
     _, tokenizer = build_marian_checkpoint(directory)

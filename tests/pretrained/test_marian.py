@@ -7,6 +7,7 @@ built offline; transformers and torch are test-only dependencies.
 import importlib.util
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -18,15 +19,15 @@ for _package in ("torch", "transformers", "safetensors"):
     if importlib.util.find_spec(_package) is None:
         pytest.skip(f"{_package} is not installed (a test-only dependency)", allow_module_level=True)
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import tensorflow as tf
 
-from keras_s2s import decoding  # noqa: E402
-from keras_s2s.data.tokenizers import END_ID, PAD_ID, START_ID, UNK_ID, load_tokenizers  # noqa: E402
-from keras_s2s.models import load_run_model  # noqa: E402
-from keras_s2s.pretrained.marian import FORBIDDEN_LOGIT, MarianCheckpoint, import_marian  # noqa: E402
-from tests.conftest import REPO_ROOT  # noqa: E402
-from tests.pretrained.marian_checkpoint import (  # noqa: E402
+from keras_s2s import decoding
+from keras_s2s.data.tokenizers import END_ID, PAD_ID, START_ID, UNK_ID, load_tokenizers
+from keras_s2s.models import load_run_model
+from keras_s2s.pretrained.marian import FORBIDDEN_LOGIT, MarianCheckpoint, import_marian
+from tests.conftest import REPO_ROOT
+from tests.pretrained.marian_checkpoint import (
     MAX_NEW_TOKENS,
     SEARCH_SOURCES,
     WORDS_SOURCE,
@@ -58,7 +59,7 @@ def reference(tmp_path_factory):
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
     result = subprocess.run(
         [sys.executable, "-m", "tests.pretrained.marian_checkpoint", directory, output],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return Reference(directory, dict(np.load(output)))
@@ -95,7 +96,7 @@ def keras_rows(ids, order):
 def test_imported_run_directory_holds_an_ordinary_run(run_dir):
     assert {"config.json", "model.keras", "train_config.json", "source.spm", "target.spm",
             "vocabulary.json", "import.json"} <= set(os.listdir(run_dir))
-    config = json.load(open(os.path.join(run_dir, "config.json")))
+    config = json.loads(pathlib.Path(run_dir, "config.json").read_text(encoding="utf-8"))
     assert config["tie_embeddings"] == "all" and config["norm_position"] == "post"
     assert config["activation"] == "silu" and config["sinusoidal_layout"] == "halves"
 
@@ -272,9 +273,9 @@ def edited_copy(directory, tmp_path, edit):
 def edit_json(name, **changes):
     def edit(copy):
         path = os.path.join(copy, name)
-        values = json.load(open(path, encoding="utf-8"))
+        values = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
         values.update(changes)
-        json.dump(values, open(path, "w", encoding="utf-8"))
+        pathlib.Path(path).write_text(json.dumps(values), encoding="utf-8")
     return edit
 
 
@@ -295,7 +296,7 @@ def reshape_tensor(key):
 
 def bpe_instead_of_spm(copy):
     os.remove(os.path.join(copy, "source.spm"))
-    open(os.path.join(copy, "source.bpe"), "w").write("t h\n")
+    pathlib.Path(copy, "source.bpe").write_text("t h\n", encoding="utf-8")
 
 
 @pytest.mark.parametrize(
@@ -327,10 +328,26 @@ def test_invalid_checkpoints_name_the_file_and_field(reference, tmp_path, edit, 
     assert not os.path.exists(tmp_path / "run")
 
 
+def test_missing_final_logits_bias_is_zero_as_in_transformers(reference, tmp_path):
+    def drop_bias(copy):
+        from safetensors.numpy import load_file, save_file
+
+        path = os.path.join(copy, "model.safetensors")
+        tensors = load_file(path)
+        del tensors["final_logits_bias"]
+        save_file(tensors, path, metadata={"format": "pt"})
+
+    copy = edited_copy(reference.directory, tmp_path, drop_bias)
+    import_marian(copy, str(tmp_path / "run"))
+    bias = load_run_model(str(tmp_path / "run")).get_layer("final_logits_bias").bias.numpy()
+    assert bias[START_ID] == FORBIDDEN_LOGIT
+    assert not np.delete(bias, START_ID).any()
+
+
 def test_pytorch_bin_without_torch_says_torch_is_needed(reference, tmp_path, monkeypatch):
     def to_bin(copy):
         os.remove(os.path.join(copy, "model.safetensors"))
-        open(os.path.join(copy, "pytorch_model.bin"), "wb").write(b"not read")
+        pathlib.Path(copy, "pytorch_model.bin").write_bytes(b"not read")
     copy = edited_copy(reference.directory, tmp_path, to_bin)
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now fails
     with pytest.raises(ImportError, match=r"pytorch_model.bin needs PyTorch \(pip install torch\)"):
@@ -350,7 +367,7 @@ def test_existing_run_directory_is_not_replaced(reference, run_dir):
 def run_cli(*args, cwd):
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
@@ -381,7 +398,7 @@ def test_import_translate_export_and_serve_without_keras(reference, tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", script, json.dumps(sentences_)], cwd=tmp_path,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=""),
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     served, imported_keras_s2s = result.stdout.splitlines()[-2:]
@@ -402,7 +419,7 @@ def test_fine_tune_with_init_from_and_evaluate(reference, tmp_path):
             "--valid", str(corpus), "--test", str(corpus), "--epochs", "2", "--batch_tokens", "512",
             "--learning_rate", "1e-3", "--warmup_steps", "2", "--validation_bleu_sentences", "0",
             "--verbose", "0", cwd=tmp_path)
-    history = json.load(open(os.path.join(tuned, "metrics.json")))["history"]
+    history = json.loads(pathlib.Path(tuned, "metrics.json").read_text(encoding="utf-8"))["history"]
     assert history["loss"][-1] < history["loss"][0]
     before, after = load_run_model(run), load_run_model(tuned)
     assert not np.array_equal(before.weights[0].numpy(), after.weights[0].numpy())
