@@ -1,4 +1,4 @@
-"""Thin command-line scripts over keras_s2s: train, evaluate, export, main_job."""
+"""Thin command-line scripts over keras_s2s: train, evaluate, export, translate, import_marian, main_job."""
 
 import os
 
