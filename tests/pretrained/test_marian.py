@@ -15,6 +15,8 @@ import sys
 import numpy as np
 import pytest
 
+# Checked without importing them (pytest.importorskip would): torch is only
+# ever imported by the reference process and the pytorch_model.bin test.
 for _package in ("torch", "transformers", "safetensors"):
     if importlib.util.find_spec(_package) is None:
         pytest.skip(f"{_package} is not installed (a test-only dependency)", allow_module_level=True)
