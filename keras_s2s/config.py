@@ -14,6 +14,7 @@ from typing import Any
 NORM_POSITIONS = ("pre", "post")
 POSITION_KINDS = ("sinusoidal", "learned")
 TIE_EMBEDDINGS = ("none", "target", "all")
+SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -40,6 +41,18 @@ class ModelConfig:
             projection; needs a shared vocabulary, so equal sizes). Tying
             saves V x D parameters per tied matrix and regularises small
             corpora.
+        activation: activation of the feed-forward hidden layer, a Keras
+            activation name ("relu", "gelu", "silu" = swish, ...).
+        scale_embeddings: multiply token embeddings by sqrt(hidden_dim)
+            before adding positions (the paper, Marian); False adds them
+            unscaled.
+        sinusoidal_layout: column order of the sinusoidal positions:
+            "interleaved" (sin, cos, sin, cos, ..., the paper) or "halves"
+            (all sines, then all cosines: Marian, fairseq).
+        final_logits_bias: add a learned bias per vocabulary entry to the
+            logits of a tied output projection (Marian's
+            `final_logits_bias`); needs `tie_embeddings` "target" or "all"
+            (the untied projection has a bias already).
     """
 
     source_vocabulary_size: int
@@ -55,6 +68,10 @@ class ModelConfig:
     norm_position: str = "pre"
     layer_norm_epsilon: float = 1e-6
     tie_embeddings: str = "none"
+    activation: str = "relu"
+    scale_embeddings: bool = True
+    sinusoidal_layout: str = "interleaved"
+    final_logits_bias: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -96,6 +113,19 @@ class ModelConfig:
         _check_choice("positions", self.positions, POSITION_KINDS)
         _check_choice("norm_position", self.norm_position, NORM_POSITIONS)
         _check_choice("tie_embeddings", self.tie_embeddings, TIE_EMBEDDINGS)
+        _check_choice("sinusoidal_layout", self.sinusoidal_layout, SINUSOIDAL_LAYOUTS)
+        _check_activation(self.activation)
+        for name in ("scale_embeddings", "final_logits_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"`{name}` must be true or false; received {name}={getattr(self, name)!r}"
+                )
+        if self.final_logits_bias and self.tie_embeddings == "none":
+            raise ValueError(
+                "`final_logits_bias` is for tied output projections: the untied one "
+                "has a bias already; received final_logits_bias=True, "
+                'tie_embeddings="none". Set tie_embeddings to "target" or "all"'
+            )
         if self.tie_embeddings == "all" and (
             self.source_vocabulary_size != self.target_vocabulary_size
         ):
@@ -152,6 +182,20 @@ def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(
             f"`{name}` must be a positive integer; received {name}={value!r}"
+        )
+
+
+def _check_activation(value: Any) -> None:
+    import keras  # here: reading or writing a config needs no Keras otherwise
+
+    try:
+        valid = isinstance(value, str) and keras.activations.get(value) is not None
+    except (ValueError, TypeError):
+        valid = False
+    if not valid:
+        raise ValueError(
+            "`activation` must name a Keras activation such as 'relu', 'gelu' or "
+            f"'silu'; received activation={value!r}"
         )
 
 

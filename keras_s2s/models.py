@@ -23,6 +23,7 @@ from keras import ops
 from keras_s2s.config import ModelConfig, check_load_precision
 from keras_s2s.layers.decoder import DecoderLayer
 from keras_s2s.layers.encoder import EncoderLayer
+from keras_s2s.layers.logits_bias import LogitsBias
 from keras_s2s.layers.masks import padding_mask
 from keras_s2s.layers.output_projection import OutputProjection
 from keras_s2s.layers.positional_embedding import PositionalEmbedding
@@ -30,6 +31,7 @@ from keras_s2s.layers.positional_embedding import PositionalEmbedding
 ENCODER_INPUT = "encoder_tokens"
 DECODER_INPUT = "decoder_tokens"
 SHARED_EMBEDDING = "shared_embedding"  # the layer's name when tie_embeddings="all"
+LOGITS_BIAS = "final_logits_bias"  # the layer's name when final_logits_bias=True
 MODEL_FILE = "model.keras"  # a run directory's trained model
 CONFIG_FILE = "config.json"  # its ModelConfig
 
@@ -61,7 +63,8 @@ class TransformerParts:
     decoder_layers: list[DecoderLayer]
     decoder_norm: keras.layers.Layer | None
     # An OutputProjection named "logits", or the target embedding called in
-    # reverse (tied embeddings): hidden (B, T, D) -> float32 logits (B, T, V).
+    # reverse (tied embeddings), then the LogitsBias named "final_logits_bias"
+    # if the config has one: hidden (B, T, D) -> float32 logits (B, T, V).
     output_projection: Callable
 
     @classmethod
@@ -72,6 +75,7 @@ class TransformerParts:
             dropout=config.dropout,
             norm_position=config.norm_position,
             layer_norm_epsilon=config.layer_norm_epsilon,
+            activation=config.activation,
         )
 
         def final_norm(name):
@@ -89,6 +93,8 @@ class TransformerParts:
                 config.hidden_dim,
                 config.max_length,
                 positions=config.positions,
+                scale_embeddings=config.scale_embeddings,
+                sinusoidal_layout=config.sinusoidal_layout,
                 name=name,
             )
 
@@ -101,7 +107,12 @@ class TransformerParts:
         if config.tie_embeddings == "none":
             output_projection = OutputProjection(config.target_vocabulary_size, name="logits")
         else:
-            output_projection = functools.partial(target_embedding, reverse=True)
+            output_projection = _tied_projection(
+                target_embedding,
+                LogitsBias(config.target_vocabulary_size, name=LOGITS_BIAS)
+                if config.final_logits_bias
+                else None,
+            )
         return cls(
             source_embedding=source_embedding,
             source_padding=PaddingMask(name="source_padding_mask"),
@@ -136,8 +147,8 @@ class TransformerParts:
             else:
                 source_embedding = names["source_embedding"]
                 target_embedding = names["target_embedding"]
-            output_projection = names.get("logits") or functools.partial(
-                target_embedding, reverse=True
+            output_projection = names.get("logits") or _tied_projection(
+                target_embedding, names.get(LOGITS_BIAS)
             )
             return cls(
                 source_embedding=source_embedding,
@@ -253,6 +264,14 @@ class TransformerParts:
                 for layer in self.decoder_layers
             ),
         )
+
+
+def _tied_projection(embedding, logits_bias=None):
+    """Hidden (B, T, D) -> logits (B, T, V) against the embedding matrix, plus an optional bias."""
+    project = functools.partial(embedding, reverse=True)
+    if logits_bias is None:
+        return project
+    return lambda hidden: logits_bias(project(hidden))
 
 
 @dataclasses.dataclass

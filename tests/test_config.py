@@ -35,6 +35,11 @@ def test_frozen_and_keyword_only():
         (dict(positions="rotary"), r"`positions` must be one of \['sinusoidal', 'learned'\]; received positions='rotary'"),
         (dict(norm_position="sandwich"), r"`norm_position` must be one of \['pre', 'post'\]; received norm_position='sandwich'"),
         (dict(layer_norm_epsilon=0.0), r"`layer_norm_epsilon` must be a positive float; received layer_norm_epsilon=0.0"),
+        (dict(activation="swishy"), r"`activation` must name a Keras activation .*received activation='swishy'"),
+        (dict(activation=3), r"`activation` must name a Keras activation .*received activation=3"),
+        (dict(sinusoidal_layout="split"), r"`sinusoidal_layout` must be one of \['interleaved', 'halves'\]; received sinusoidal_layout='split'"),
+        (dict(scale_embeddings="yes"), r"`scale_embeddings` must be true or false; received scale_embeddings='yes'"),
+        (dict(final_logits_bias=True), r"`final_logits_bias` is for tied output projections.*tie_embeddings=\"none\""),
     ],
 )
 def test_invalid_values_name_field_and_value(overrides, message):

@@ -377,3 +377,90 @@ def test_load_run_model_names_bad_arguments(tmp_path):
     make_config(num_decoder_layers=3).save(os.path.join(run_dir, "config.json"))
     with pytest.raises(ValueError, match=r"config.json does not describe model.keras .*precision='float32'"):
         load_run_model(run_dir, "float32")
+
+
+# --------------------------------------------------------------------------
+# Architecture options (the Marian / OPUS-MT layout is one combination).
+# --------------------------------------------------------------------------
+
+MARIAN_LIKE = dict(
+    source_vocabulary_size=50,
+    tie_embeddings="all",
+    norm_position="post",
+    activation="silu",
+    scale_embeddings=False,
+    sinusoidal_layout="halves",
+    final_logits_bias=True,
+)
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_architecture_options_keep_the_masking_invariances(depth, rng):
+    model = make_model(depth, **MARIAN_LIKE)
+    inputs = batch(rng)
+    real = inputs["decoder_tokens"] != 0
+    reference = logits(model, inputs)
+    padded_source = dict(inputs, encoder_tokens=np.pad(inputs["encoder_tokens"], ((0, 0), (0, 7))))
+    np.testing.assert_allclose(logits(model, padded_source)[real], reference[real], atol=1e-5)
+    changed = dict(inputs, decoder_tokens=inputs["decoder_tokens"].copy())
+    changed["decoder_tokens"][:, -1] = 9  # a later token changes nothing earlier
+    np.testing.assert_allclose(logits(model, changed)[:, :-1], reference[:, :-1], atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(model(inputs)._keras_mask), real)
+
+
+def test_final_logits_bias_is_added_to_the_tied_logits(rng):
+    with_bias = make_model(**MARIAN_LIKE)
+    without = make_model(**dict(MARIAN_LIKE, final_logits_bias=False))
+    without.set_weights(
+        [v.numpy() for v in with_bias.weights if not v.path.startswith("final_logits_bias")]
+    )
+    bias = rng.normal(size=50).astype("float32")
+    bias_layer = with_bias.get_layer("final_logits_bias")
+    bias_layer.bias.assign(bias)
+    inputs = batch(rng)
+    np.testing.assert_allclose(logits(with_bias, inputs), logits(without, inputs) + bias, atol=1e-5)
+    assert with_bias.count_params() == without.count_params() + 50
+
+
+@pytest.mark.parametrize("overrides", [dict(activation="gelu"), MARIAN_LIKE])
+def test_architecture_options_save_load_train_and_decode(overrides, rng, tmp_path):
+    model = make_model(**overrides)
+    inputs = batch(rng)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(logits(reloaded, inputs), logits(model, inputs))
+    parts = TransformerParts.from_model(reloaded)
+    # Cached step-by-step decoding equals the teacher-forced pass.
+    encoder_tokens = inputs["encoder_tokens"][:1]
+    decoder_tokens = inputs["decoder_tokens"][:1, :3]
+    encoder_output, source_mask = parts.encode(encoder_tokens)
+    caches = parts.initial_cache(encoder_output, 16)
+    steps = []
+    for t in range(3):
+        step_logits, caches = parts.decode(
+            decoder_tokens[:, t : t + 1], encoder_output, source_mask,
+            caches=caches, cache_index=tf.constant(t),
+        )
+        steps.append(np.asarray(step_logits)[:, 0])
+    whole = logits(reloaded, {"encoder_tokens": encoder_tokens, "decoder_tokens": decoder_tokens})
+    np.testing.assert_allclose(np.stack(steps, axis=1), whole, atol=1e-4)
+    model = _compiled(model)
+    labels = np.where(inputs["decoder_tokens"] != 0, 7, 0)
+    before = model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"]
+    model.fit(inputs, labels, epochs=1, verbose=0)
+    assert model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"] < before
+
+
+def test_default_options_build_the_same_model_as_before(rng):
+    # A config.json written before the options existed has none of them.
+    old_fields = {k: v for k, v in make_config().to_dict().items()
+                  if k not in ("activation", "scale_embeddings", "sinusoidal_layout", "final_logits_bias")}
+    assert ModelConfig.from_dict(old_fields) == make_config()
+    model = make_model()
+    names = {layer.name for layer in model.layers}
+    assert "final_logits_bias" not in names
+    block = TransformerParts.from_model(model).encoder_layers[0]
+    assert block.activation == "relu"
+    embedding = TransformerParts.from_model(model).source_embedding
+    assert embedding.scale == np.sqrt(16) and embedding.sinusoidal_layout == "interleaved"

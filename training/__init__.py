@@ -1,4 +1,4 @@
-"""Thin command-line scripts over keras_s2s: train, evaluate, export, main_job."""
+"""Thin command-line scripts over keras_s2s: train, evaluate, export, translate, import_marian, main_job."""
 
 # TensorFlow's C++ start-up chatter is held back by keras_s2s.runtime, which
 # every script imports (through keras_s2s) before TensorFlow.

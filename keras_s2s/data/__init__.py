@@ -29,6 +29,7 @@ from keras_s2s.data.tokenizers import (
     START_ID,
     UNK_ID,
     Tokenizer,
+    VocabularyTokenizer,
     load_tokenizers,
     train_tokenizers,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "CorpusStats",
     "PaddingStats",
     "Tokenizer",
+    "VocabularyTokenizer",
     "decoder_io",
     "default_bucket_boundaries",
     "generate_pairs",

@@ -17,6 +17,11 @@ Every model in the project uses the same special ids, fixed at training:
 
 `tokenize` adds neither START nor END: `pipeline.decoder_io` places them.
 
+`VocabularyTokenizer` is the other layout, that of Marian / OPUS-MT
+checkpoints: SentencePiece segments the text into pieces, and the ids come
+from a separate piece vocabulary (`vocabulary.json`, in keras_s2s id order,
+written by `keras_s2s.pretrained.marian`), with END appended to the source.
+
 Shape legend: N strings, L token positions.
 """
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import tempfile
@@ -43,6 +49,12 @@ START_ID = 2
 END_ID = 3
 SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>")
 MODEL_TYPES = ("unigram", "bpe")
+# The VocabularyTokenizer layout of a run directory (see `save_vocabulary_tokenizers`).
+VOCABULARY_FILE = "vocabulary.json"
+SOURCE_SENTENCEPIECE_FILE = "source.spm"
+TARGET_SENTENCEPIECE_FILE = "target.spm"
+# A leading ">>code<<" (Marian's target-language token), up to the first "<<".
+_LANGUAGE_CODE = r"(?s)^(>>.*?<<)(.*)$"
 
 # Trainer options that fix the special ids or the input; a caller setting
 # them through `sentencepiece_options` would break the contract above.
@@ -191,6 +203,174 @@ class Tokenizer(tf.Module):
             return cls(file.read())
 
 
+class VocabularyTokenizer(tf.Module):
+    """SentencePiece pieces looked up in a separate vocabulary, in TensorFlow ops.
+
+    This is how Marian / OPUS-MT checkpoints tokenize (`MarianTokenizer`):
+    the SentencePiece model only segments the text, and each piece's id is
+    its index in a vocabulary shared by both sides; a piece missing from it
+    is UNK. A leading language token `>>xx<<` is kept whole as one piece (the
+    target-language tag of multilingual models). The segmentation runs in
+    tensorflow-text and the lookup in a core `StaticHashTable`, both
+    attributes of this `tf.Module`, so an export tracks them (KNOWN_TRAPS 7,
+    8).
+
+    Args:
+        model_proto: serialized SentencePiece model that segments this side.
+        pieces: the vocabulary, index = keras_s2s id; `pieces[PAD_ID]` and
+            `pieces[START_ID]` are labels only (never looked up), the other
+            ids follow this module's layout (UNK_ID, END_ID).
+        append_end: add END to every tokenized sentence that has pieces (the
+            source side of Marian models; the pipeline adds END to targets
+            itself). An empty sentence stays empty, where MarianTokenizer
+            gives `[</s>]`.
+        name: `tf.Module` name.
+
+    Example:
+    >>> source, target = load_tokenizers("runs/opus-mt-en-de")
+    >>> source.tokenize(tf.constant(["A dog runs."]))  # ragged (1, None), END last
+    """
+
+    def __init__(self, model_proto: bytes, pieces, *, append_end: bool, name: str | None = None):
+        super().__init__(name=name)
+        if not isinstance(model_proto, bytes):
+            raise TypeError(
+                "`model_proto` must be the bytes of a SentencePiece model; "
+                f"received {type(model_proto).__name__}"
+            )
+        pieces = [str(piece) for piece in pieces]
+        if len(pieces) <= END_ID:
+            raise ValueError(
+                f"`pieces` must hold at least the {END_ID + 1} special ids; received "
+                f"{len(pieces)} pieces"
+            )
+        self._model_proto = model_proto
+        self._pieces = pieces
+        self.append_end = bool(append_end)
+        self.vocabulary_size = len(pieces)
+        spm.SentencePieceProcessor(model_proto=model_proto)  # fails early on bytes that are no model
+        # Looked up: every id but PAD and START, which text never produces.
+        # A piece listed twice keeps its lowest id (as a dict built in order).
+        lookup = {}
+        for index, piece in enumerate(pieces):
+            if index not in (PAD_ID, START_ID):
+                lookup.setdefault(piece, index)
+        self._piece_ids = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(list(lookup), tf.string),
+                tf.constant(list(lookup.values()), tf.int32),
+            ),
+            default_value=UNK_ID,
+        )
+        # Detokenizing joins the pieces of the ids with this side's model, as
+        # MarianTokenizer.decode does (a piece the model lacks keeps its text).
+        self._piece_strings = tf.constant(pieces, tf.string)  # (V,)
+        self._segmenter = tf_text.SentencepieceTokenizer(model=model_proto, out_type=tf.string)
+        self._segmenter._model_resource = _SentencepieceModel(model_proto)
+
+    @property
+    def model_proto(self) -> bytes:
+        """The serialized SentencePiece model."""
+        return self._model_proto
+
+    @property
+    def pieces(self) -> list[str]:
+        """The vocabulary: piece of every id."""
+        return list(self._pieces)
+
+    def tokenize(self, strings) -> tf.RaggedTensor:
+        """Strings (N,) -> int32 ids, ragged (N, None); END last if `append_end`."""
+        strings = tf.convert_to_tensor(strings, tf.string)
+        if strings.shape.rank != 1:
+            raise ValueError(
+                f"`strings` must be a vector (N,) of strings; received shape {strings.shape}"
+            )
+        has_code = tf.strings.regex_full_match(strings, _LANGUAGE_CODE)  # (N,)
+        code = tf.strings.regex_replace(strings, _LANGUAGE_CODE, r"\1")  # (N,)
+        text = tf.where(has_code, tf.strings.regex_replace(strings, _LANGUAGE_CODE, r"\2"), strings)
+        pieces = self._segmenter.tokenize(text)  # (N, None)
+        code_pieces = tf.ragged.boolean_mask(code[:, None], has_code[:, None])  # (N, 0 or 1)
+        pieces = tf.concat([code_pieces, pieces], axis=1)  # (N, None)
+        ids = tf.ragged.map_flat_values(self._piece_ids.lookup, pieces)  # (N, None)
+        if self.append_end:
+            # Not after an empty sentence: it stays empty (no ids), so that
+            # serving answers "" for it as for every keras_s2s model.
+            end = tf.fill([tf.shape(strings)[0], 1], tf.constant(END_ID, tf.int32))  # (N, 1)
+            end = tf.ragged.boolean_mask(end, (ids.row_lengths() > 0)[:, None])  # (N, 0 or 1)
+            ids = tf.concat([ids, end], axis=1)
+        return ids
+
+    def detokenize(self, ids) -> tf.Tensor:
+        """Ids (N, L), dense or ragged -> strings (N,), as `MarianTokenizer.decode`.
+
+        Each row is read up to its first END; the special ids (PAD, START,
+        UNK, as `decode(skip_special_tokens=True)` drops `<unk>` too) and
+        ids outside the vocabulary are dropped, and the pieces of the rest
+        are joined by this side's SentencePiece model.
+        """
+        if isinstance(ids, tf.RaggedTensor):
+            ids = ids.to_tensor(default_value=PAD_ID)
+        ids = tf.cast(tf.convert_to_tensor(ids), tf.int32)  # (N, L)
+        if ids.shape.rank != 2:
+            raise ValueError(f"`ids` must have shape (N, L); received shape {ids.shape}")
+        ended = tf.cumsum(tf.cast(ids == END_ID, tf.int32), axis=1) > 0
+        keep = ~ended & (ids > END_ID) & (ids < self.vocabulary_size)  # (N, L)
+        kept = tf.ragged.boolean_mask(ids, keep)  # (N, None)
+        pieces = tf.ragged.map_flat_values(tf.gather, self._piece_strings, kept)  # (N, None)
+        return self._segmenter.detokenize(pieces)
+
+    def id_to_piece(self, ids) -> list[str]:
+        """Ids -> their pieces, for display (alignment plots)."""
+        return [self._pieces[int(i)] if 0 <= int(i) < len(self._pieces) else self._pieces[UNK_ID]
+                for i in ids]
+
+
+def save_vocabulary_tokenizers(
+    directory: str | os.PathLike,
+    source_model_proto: bytes,
+    target_model_proto: bytes,
+    pieces,
+) -> None:
+    """Writes the VocabularyTokenizer layout: source.spm, target.spm, vocabulary.json.
+
+    `load_tokenizers(directory)` then returns a source tokenizer that
+    appends END and a target tokenizer that does not (Marian's convention).
+    """
+    os.makedirs(directory, exist_ok=True)
+    _write_atomically(os.path.join(directory, SOURCE_SENTENCEPIECE_FILE), source_model_proto)
+    _write_atomically(os.path.join(directory, TARGET_SENTENCEPIECE_FILE), target_model_proto)
+    document = {"pieces": list(pieces), "source_appends_end": True}
+    _write_atomically(
+        os.path.join(directory, VOCABULARY_FILE),
+        (json.dumps(document, ensure_ascii=False, indent=0) + "\n").encode("utf-8"),
+    )
+
+
+def _load_vocabulary_tokenizers(directory: str) -> tuple[VocabularyTokenizer, VocabularyTokenizer]:
+    path = os.path.join(directory, VOCABULARY_FILE)
+    try:
+        with open(path, encoding="utf-8") as file:
+            document = json.load(file)
+        pieces = document["pieces"]
+        source_appends_end = document["source_appends_end"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{path}: expected a JSON object with `pieces` (a list) and "
+            f"`source_appends_end`; could not read it ({error!r})"
+        ) from None
+    protos = []
+    for name in (SOURCE_SENTENCEPIECE_FILE, TARGET_SENTENCEPIECE_FILE):
+        model_path = os.path.join(directory, name)
+        if not os.path.isfile(model_path):
+            raise FileNotFoundError(f"{path} needs {name} beside it; {model_path} is missing")
+        with open(model_path, "rb") as file:
+            protos.append(file.read())
+    return (
+        VocabularyTokenizer(protos[0], pieces, append_end=source_appends_end, name="source_tokenizer"),
+        VocabularyTokenizer(protos[1], pieces, append_end=False, name="target_tokenizer"),
+    )
+
+
 def train_tokenizers(
     corpus,
     directory: str | os.PathLike,
@@ -323,12 +503,21 @@ def load_tokenizers(directory: str | os.PathLike) -> tuple[Tokenizer, Tokenizer]
     """Loads what `train_tokenizers` saved: `(source_tokenizer, target_tokenizer)`.
 
     A directory with `shared.model` gives the same `Tokenizer` twice; one
-    with `source.model` and `target.model` gives two.
+    with `source.model` and `target.model` gives two; one with
+    `vocabulary.json` (an imported Marian model) gives two
+    `VocabularyTokenizer`s.
     """
     def path(name):
         return os.path.join(os.fspath(directory), f"{name}.model")
 
     has = {name: os.path.isfile(path(name)) for name in ("shared", "source", "target")}
+    if os.path.isfile(os.path.join(os.fspath(directory), VOCABULARY_FILE)):
+        if any(has.values()):
+            raise ValueError(
+                f"`directory` {os.fspath(directory)!r} holds both {VOCABULARY_FILE} and "
+                "SentencePiece .model tokenizers; keep one layout"
+            )
+        return _load_vocabulary_tokenizers(os.fspath(directory))
     if has["shared"] and (has["source"] or has["target"]):
         raise ValueError(
             f"`directory` {os.fspath(directory)!r} holds both shared.model and "

@@ -5,6 +5,7 @@ from keras_s2s.layers.attention import CausalSelfAttention, CrossAttention, Glob
 from keras_s2s.layers.decoder import DecoderLayer
 from keras_s2s.layers.encoder import EncoderLayer
 from keras_s2s.layers.feed_forward import FeedForward
+from keras_s2s.layers.logits_bias import LogitsBias
 from keras_s2s.layers.output_projection import OutputProjection
 from keras_s2s.layers.positional_embedding import PositionalEmbedding
 from keras_s2s.layers.residual import Residual
@@ -16,6 +17,7 @@ __all__ = [
     "EncoderLayer",
     "FeedForward",
     "GlobalSelfAttention",
+    "LogitsBias",
     "OutputProjection",
     "PositionalEmbedding",
     "Residual",

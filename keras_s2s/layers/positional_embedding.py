@@ -1,4 +1,4 @@
-"""Token embedding scaled by sqrt(D) plus sinusoidal or learned positions.
+"""Token embedding (scaled by sqrt(D) by default) plus sinusoidal or learned positions.
 
 Shape legend: B batch, L sequence length, D hidden_dim, V vocabulary.
 """
@@ -13,18 +13,36 @@ from keras import ops
 from keras_s2s.layers import masks
 
 POSITION_KINDS = ("sinusoidal", "learned")
+# Column order of the sinusoidal table: "interleaved" puts sin and cos of one
+# frequency side by side (sin, cos, sin, cos, ...), as in "Attention is all
+# you need"; "halves" puts every sin first, then every cos (Marian, fairseq).
+SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
 
 
-def sinusoidal_table(max_length, hidden_dim):
-    """The fixed position table of "Attention is all you need", (max_length, D) float32."""
+def sinusoidal_table(max_length, hidden_dim, layout="interleaved"):
+    """The fixed position table, (max_length, D) float32; row p is position p.
+
+    Column pair j holds sin and cos of `p / 10000 ** (2j / D)`, laid out as
+    `layout` says (see SINUSOIDAL_LAYOUTS). Position 0 is the first token:
+    Marian counts from 0 too (BART, unlike it, offsets positions by 2).
+    """
+    if layout not in SINUSOIDAL_LAYOUTS:
+        raise ValueError(
+            f"`layout` must be one of {list(SINUSOIDAL_LAYOUTS)}; received layout={layout!r}"
+        )
     positions = np.arange(max_length)[:, None]  # (L, 1)
     frequencies = np.exp(
         -math.log(10000.0) * np.arange(0, hidden_dim, 2) / hidden_dim
-    )  # (D/2,)
-    angles = positions * frequencies[None, :]  # (L, D/2)
+    )  # (ceil(D/2),)
+    angles = positions * frequencies[None, :]  # (L, ceil(D/2))
+    sines, cosines = np.sin(angles), np.cos(angles[:, : hidden_dim // 2])
     table = np.zeros((max_length, hidden_dim), dtype="float32")
-    table[:, 0::2] = np.sin(angles)
-    table[:, 1::2] = np.cos(angles[:, : hidden_dim // 2])
+    if layout == "interleaved":
+        table[:, 0::2] = sines
+        table[:, 1::2] = cosines
+    else:
+        table[:, : sines.shape[1]] = sines
+        table[:, sines.shape[1] :] = cosines
     return table
 
 
@@ -38,6 +56,11 @@ class PositionalEmbedding(keras.layers.Layer):
         max_length: longest sequence accepted; longer input raises an error
             naming `max_length`.
         positions: "sinusoidal" (fixed table) or "learned".
+        scale_embeddings: multiply the token embeddings by sqrt(D) before
+            adding the positions (the Transformer paper, Marian); False adds
+            them as they are.
+        sinusoidal_layout: column order of the sinusoidal table,
+            "interleaved" or "halves" (see `sinusoidal_table`).
 
     Call arguments:
         inputs: int tensor (B, L) of token ids.
@@ -63,6 +86,8 @@ class PositionalEmbedding(keras.layers.Layer):
         hidden_dim,
         max_length,
         positions="sinusoidal",
+        scale_embeddings=True,
+        sinusoidal_layout="interleaved",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -71,10 +96,22 @@ class PositionalEmbedding(keras.layers.Layer):
                 f"`positions` must be one of {list(POSITION_KINDS)}; "
                 f"received positions={positions!r}"
             )
+        if sinusoidal_layout not in SINUSOIDAL_LAYOUTS:
+            raise ValueError(
+                f"`sinusoidal_layout` must be one of {list(SINUSOIDAL_LAYOUTS)}; "
+                f"received sinusoidal_layout={sinusoidal_layout!r}"
+            )
+        if not isinstance(scale_embeddings, bool):
+            raise ValueError(
+                "`scale_embeddings` must be True or False; received "
+                f"scale_embeddings={scale_embeddings!r}"
+            )
         self.vocabulary_size = vocabulary_size
         self.hidden_dim = hidden_dim
         self.max_length = max_length
         self.positions = positions
+        self.scale_embeddings = scale_embeddings
+        self.sinusoidal_layout = sinusoidal_layout
         self.token_embedding = keras.layers.Embedding(
             vocabulary_size,
             hidden_dim,
@@ -84,7 +121,7 @@ class PositionalEmbedding(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="token_embedding",
         )
-        self.scale = math.sqrt(hidden_dim)
+        self.scale = math.sqrt(hidden_dim) if scale_embeddings else 1.0
 
     def build(self, input_shape):
         self.token_embedding.build(input_shape)
@@ -97,7 +134,7 @@ class PositionalEmbedding(keras.layers.Layer):
         else:
             # Not a weight: nothing to train or save, rebuilt identically on load.
             self.position_table = ops.convert_to_tensor(
-                sinusoidal_table(self.max_length, self.hidden_dim)
+                sinusoidal_table(self.max_length, self.hidden_dim, self.sinusoidal_layout)
             )
         self.built = True
 
@@ -166,6 +203,8 @@ class PositionalEmbedding(keras.layers.Layer):
                 "hidden_dim": self.hidden_dim,
                 "max_length": self.max_length,
                 "positions": self.positions,
+                "scale_embeddings": self.scale_embeddings,
+                "sinusoidal_layout": self.sinusoidal_layout,
             }
         )
         return config

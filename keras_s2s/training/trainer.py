@@ -63,7 +63,9 @@ def resolve_corpus(spec: str, split: str, run_dir: str, train_config: TrainConfi
 
 
 TOKENIZER_FILES = ("shared.model", "shared.vocab", "source.model", "source.vocab",
-                   "target.model", "target.vocab")
+                   "target.model", "target.vocab",
+                   # an imported Marian model (data.tokenizers.VocabularyTokenizer)
+                   "source.spm", "target.spm", "vocabulary.json")
 
 
 def copy_tokenizers(from_dir: str, to_dir: str) -> None:
@@ -75,7 +77,8 @@ def copy_tokenizers(from_dir: str, to_dir: str) -> None:
 
 def has_tokenizers(directory: str) -> bool:
     return any(
-        os.path.exists(os.path.join(directory, name)) for name in ("shared.model", "source.model")
+        os.path.exists(os.path.join(directory, name))
+        for name in ("shared.model", "source.model", "vocabulary.json")
     )
 
 
