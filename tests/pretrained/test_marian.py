@@ -28,7 +28,7 @@ from keras_s2s import decoding
 from keras_s2s.data.tokenizers import END_ID, PAD_ID, START_ID, UNK_ID, load_tokenizers
 from keras_s2s.models import load_run_model
 from keras_s2s.pretrained.marian import FORBIDDEN_LOGIT, MarianCheckpoint, import_marian
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 from tests.pretrained.marian_checkpoint import (
     MAX_NEW_TOKENS,
     SEARCH_SOURCES,
