@@ -21,6 +21,9 @@ from tests.training import distributed_job
 from tests.training.distributed_job import CLIP_NORM, CLIPPED_RUNS, clipped_sgd
 
 DEFAULT = tf.distribute.get_strategy()
+# The one-step SGD run is the fast check; the longer runs are slow.
+RUNS = [pytest.param(name, marks=[] if name == "sgd_1_step" else pytest.mark.slow)
+        for name in sorted(CLIPPED_RUNS)]
 
 
 def relative_difference(weights, reference, initial):
@@ -67,7 +70,7 @@ def test_the_clip_is_active_in_these_tests():
     np.testing.assert_allclose(update, CLIP_NORM, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(CLIPPED_RUNS))
+@pytest.mark.parametrize("name", RUNS)
 def test_mirrored_with_clipping_equals_the_default_strategy(name, two_cpu_strategy):
     settings = CLIPPED_RUNS[name]
     _, reference = distributed_job.train(DEFAULT, **settings)
@@ -75,7 +78,7 @@ def test_mirrored_with_clipping_equals_the_default_strategy(name, two_cpu_strate
     assert_same_weights(mirrored, reference, settings)
 
 
-@pytest.mark.parametrize("name", sorted(CLIPPED_RUNS))
+@pytest.mark.parametrize("name", RUNS)
 def test_two_batches_accumulated_equal_one_batch_of_both(name, two_cpu_strategy):
     # The halves hold unequal token counts (test_distribute.py checks it), so
     # an equal-weight average of their gradients would differ.
@@ -143,6 +146,7 @@ class StopAt(keras.callbacks.Callback):
             raise KeyboardInterrupt("killed")
 
 
+@pytest.mark.slow
 def test_resume_in_the_middle_of_an_accumulation_cycle(tmp_path):
     # 3 batches an epoch, 2 batches an update: the backup at the end of epoch
     # 0 holds half a cycle; the run is killed in epoch 1, inside a cycle.
