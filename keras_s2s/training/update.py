@@ -109,12 +109,17 @@ class AggregatedUpdate:
                 "`accumulation_steps` must be an integer >= 1; received "
                 f"accumulation_steps={accumulation_steps!r}"
             )
-        for name in ("gradient_accumulation_steps", "use_ema"):
-            if kwargs.get(name):
-                raise ValueError(
-                    f"`{name}` is not supported by {type(self).__name__}; use "
-                    f"`accumulation_steps` instead of Keras's option; received {name}={kwargs[name]!r}"
-                )
+        if kwargs.get("gradient_accumulation_steps"):
+            raise ValueError(
+                f"`gradient_accumulation_steps` is not supported by {type(self).__name__}: use "
+                "`accumulation_steps` (token-weighted, counts updates); received "
+                f"gradient_accumulation_steps={kwargs['gradient_accumulation_steps']!r}"
+            )
+        if kwargs.get("use_ema"):
+            raise ValueError(
+                f"`use_ema` is not supported by {type(self).__name__} (its update keeps no "
+                "moving average); received use_ema=True"
+            )
         super().__init__(*args, **kwargs)
         self.accumulation_steps = accumulation_steps
         self.batch_tokens = BatchTokens()
