@@ -86,10 +86,10 @@ def make_optimizer(train_config: TrainConfig, steps_per_epoch: int | None):
     `warmup_steps` and `total_steps` count updates; `steps_per_epoch` counts
     batches, so an epoch makes `steps_per_epoch / accumulation_steps` updates.
     """
-    warmup = dict(
-        warmup_steps=train_config.warmup_steps,
-        warmup_init_learning_rate=train_config.warmup_init_learning_rate,
-    )
+    warmup = {
+        "warmup_steps": train_config.warmup_steps,
+        "warmup_init_learning_rate": train_config.warmup_init_learning_rate,
+    }
     if train_config.schedule == "cosine":
         total = train_config.total_steps or (
             train_config.epochs * (steps_per_epoch or 0) // train_config.accumulation_steps

@@ -99,17 +99,17 @@ def train(strategy, train_config=TRAIN, optimizer=None, batch_size=GLOBAL_BATCH,
 # The clipped runs compared across strategies (tests/training/test_update.py):
 # name -> train() keyword arguments.
 CLIPPED_RUNS = {
-    "sgd_1_step": dict(optimizer=clipped_sgd, steps=1),
-    "sgd_4_steps": dict(optimizer=clipped_sgd, steps=STEPS),
-    "adamw_4_steps": dict(train_config=TrainConfig(
+    "sgd_1_step": {"optimizer": clipped_sgd, "steps": 1},
+    "sgd_4_steps": {"optimizer": clipped_sgd, "steps": STEPS},
+    "adamw_4_steps": {"train_config": TrainConfig(
         learning_rate=3e-3, warmup_steps=1, label_smoothing=0.1, jit_compile=False,
-        clip_norm=CLIP_NORM)),
+        clip_norm=CLIP_NORM)},
 }
 
 
 def main(out_path):
-    from keras_s2s.training import strategy as strategy_module
     from keras_s2s.training import make_strategy
+    from keras_s2s.training import strategy as strategy_module
 
     if os.environ.get("KERAS_S2S_WITHOUT_MULTI_WORKER_FIX"):
         # For the canary test: show what stock Keras does.

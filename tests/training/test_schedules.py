@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -42,7 +44,7 @@ def test_warmup_rises_linearly_from_the_initial_rate(make):
         assert float(schedule(step)) == float(make(0.0)(step))
     # The learning rate only rises during warm-up.
     rates = [float(schedule(step)) for step in range(100)]
-    assert all(a < b for a, b in zip(rates, rates[1:]))
+    assert all(a < b for a, b in itertools.pairwise(rates))
 
 
 def test_fairseq_inverse_sqrt_with_warmup_init_lr():
