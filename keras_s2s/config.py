@@ -257,10 +257,12 @@ class TrainConfig:
     steps_per_epoch: int = _field(0, "batches per epoch; 0 = one pass over the training data (counted at start)")
     learning_rate: float = _field(1e-3, "peak learning rate (after warm-up)")
     schedule: str = _field("inverse_sqrt", f"learning-rate schedule after warm-up: {' or '.join(SCHEDULES)}")
-    warmup_steps: int = _field(1000, "linear warm-up steps")
-    total_steps: int = _field(0, "decay horizon of the cosine schedule; 0 = epochs * steps_per_epoch")
+    warmup_steps: int = _field(1000, "linear warm-up updates")
+    warmup_init_learning_rate: float = _field(0.0, "learning rate the warm-up starts from (fairseq's --warmup-init-lr); 0 = from zero")
+    total_steps: int = _field(0, "decay horizon of the cosine schedule, in updates; 0 = epochs * steps_per_epoch / accumulation_steps")
     weight_decay: float = _field(0.01, "AdamW decoupled weight decay (not on biases and norms)")
-    clip_norm: float = _field(1.0, "global gradient-norm clipping; 0 = off")
+    clip_norm: float = _field(1.0, "global gradient-norm clipping of each update's aggregated gradient; 0 = off")
+    accumulation_steps: int = _field(1, "batches per optimizer update (token-weighted gradient accumulation); the schedule counts updates")
     label_smoothing: float = _field(0.1, "label smoothing of the cross-entropy")
     # Fine-tuning.
     freeze_embeddings: bool = _field(False, "with --init-from: keep the embeddings fixed")
@@ -284,7 +286,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("builtin_train_size", "max_source_words", "vocabulary_size", "batch_tokens",
-                     "shuffle_buffer", "epochs", "beam_size", "backup_every_steps"):
+                     "shuffle_buffer", "epochs", "beam_size", "backup_every_steps",
+                     "accumulation_steps"):
             _check_positive_int(name, getattr(self, name))
         for name in ("steps_per_epoch", "warmup_steps", "total_steps", "builtin_seed", "seed", "verbose",
                      "validation_bleu_sentences", "early_stopping_patience", "bucket_width"):
@@ -295,7 +298,8 @@ class TrainConfig:
                 )
         for name in ("learning_rate",):
             _check_positive_float(name, getattr(self, name))
-        for name in ("weight_decay", "clip_norm", "length_penalty", "time_budget_minutes"):
+        for name in ("weight_decay", "clip_norm", "length_penalty", "time_budget_minutes",
+                     "warmup_init_learning_rate"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(
@@ -305,6 +309,12 @@ class TrainConfig:
             raise ValueError(
                 "`label_smoothing` must be in [0, 1); received "
                 f"label_smoothing={self.label_smoothing!r}"
+            )
+        if self.warmup_init_learning_rate > self.learning_rate:
+            raise ValueError(
+                "`warmup_init_learning_rate` must not exceed `learning_rate`; received "
+                f"warmup_init_learning_rate={self.warmup_init_learning_rate!r}, "
+                f"learning_rate={self.learning_rate!r}"
             )
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("strategy", self.strategy, STRATEGIES)

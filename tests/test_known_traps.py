@@ -2,7 +2,8 @@
 
 Each test either proves our code avoids a trap, or proves that the check our
 suite relies on really catches the trap on a model that falls into it. The
-export, XLA and distribution traps (7-11) are covered next to that code.
+export, XLA and distribution traps (7-11) are covered next to that code;
+trap 14 (clipping per replica) is here and in tests/training/test_update.py.
 """
 
 import ast
@@ -15,6 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_s2s.training.compat import keras_clips_per_replica
+from keras_s2s.training.update import AggregatedUpdate
 from tests.helpers import REPO_ROOT, batch, make_model
 
 
@@ -88,6 +91,47 @@ def _imported_top_modules(folder):
                 elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                     names.add(node.module.split(".")[0])
     return names
+
+
+def _clipped_update_norm(strategy, optimizer_class):
+    """Norm of one SGD step (learning rate 1, global_clipnorm 0.01) of a linear model."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(8, 4)).astype("float32")
+    y = rng.normal(size=(8, 1)).astype("float32")
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer=optimizer_class(learning_rate=1.0, global_clipnorm=0.01), loss="mse")
+    before = model.get_weights()
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    return np.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(model.get_weights(), before)))
+
+
+class OurSGD(AggregatedUpdate, keras.optimizers.SGD):
+    pass
+
+
+def test_trap14_keras_clips_each_replica_before_the_all_reduce(two_cpu_strategy):
+    # Canary: when this fails, Keras clips the aggregated gradient itself and
+    # CLIPS_PER_REPLICA_KERAS_VERSIONS in keras_s2s/training/compat.py can stop
+    # at the last version that did not (the fix in update.py then retires).
+    default = tf.distribute.get_strategy()
+    np.testing.assert_allclose(_clipped_update_norm(default, keras.optimizers.SGD), 0.01, rtol=1e-4)
+    assert _clipped_update_norm(two_cpu_strategy, keras.optimizers.SGD) > 0.012
+    assert keras_clips_per_replica()
+
+
+def test_trap14_our_update_clips_the_aggregated_gradient(two_cpu_strategy):
+    for strategy in (tf.distribute.get_strategy(), two_cpu_strategy):
+        np.testing.assert_allclose(_clipped_update_norm(strategy, OurSGD), 0.01, rtol=1e-4)
+
+
+def test_trap14_fix_is_version_gated(monkeypatch):
+    from keras_s2s.training import compat
+
+    monkeypatch.setattr(compat.keras, "__version__", "3.15.1")
+    assert compat.keras_clips_per_replica()
+    monkeypatch.setattr(compat.keras, "__version__", "3.99.0")
+    assert not compat.keras_clips_per_replica()
 
 
 def _setup_requirements():

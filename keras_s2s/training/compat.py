@@ -1,4 +1,12 @@
-"""A contained fix for `model.fit` under MultiWorkerMirroredStrategy (KNOWN_TRAPS 11).
+"""Where Keras 3 needs a fix of ours, each gated by the Keras versions known to need it.
+
+- `apply_multi_worker_fix()`: `model.fit` under MultiWorkerMirroredStrategy
+  (KNOWN_TRAPS 11), below.
+- `keras_clips_per_replica()`: whether Keras's TensorFlow optimizer clips the
+  gradients before the cross-replica all-reduce (KNOWN_TRAPS 14); the fix
+  itself lives in keras_s2s/training/update.py, which owns the update.
+
+The multi-worker fix:
 
 Keras 3 (checked on 3.15.1, TensorFlow 2.21; keras #20585, tensorflow #72388)
 fails in two places of `keras/src/backend/tensorflow/trainer.py` when
@@ -28,6 +36,17 @@ BROKEN_KERAS_VERSIONS = ((3, 0), (3, 15))
 def _keras_version():
     major, minor = keras.__version__.split(".")[:2]
     return int(major), int(minor)
+
+
+# Versions whose `BaseOptimizer.apply` runs `_clip_gradients` before
+# `TFOptimizer._backend_update_step` all-reduces (read in 3.15.1; the canary in
+# tests/test_known_traps.py fails once a newer version clips after it).
+CLIPS_PER_REPLICA_KERAS_VERSIONS = ((3, 0), (3, 15))
+
+
+def keras_clips_per_replica():
+    low, high = CLIPS_PER_REPLICA_KERAS_VERSIONS
+    return low <= _keras_version() <= high
 
 
 def needs_multi_worker_fix():

@@ -8,6 +8,10 @@ Here each replica divides its token sum by the global token count
 (all-reduced), so any strategy computes the same loss and gradients as one
 device on the whole batch.
 
+The loss also records that count in `batch_tokens` when the optimizer is
+connected (`compile_model` does it): gradient accumulation weights each
+batch by its tokens (keras_s2s/training/update.py).
+
 Shape legend: B batch, T target length, V target vocabulary.
 """
 
@@ -32,6 +36,8 @@ class MaskedCrossEntropy(keras.losses.Loss):
     def __init__(self, label_smoothing=0.0, name="masked_cross_entropy", **kwargs):
         super().__init__(name=name, **kwargs)
         self.label_smoothing = label_smoothing
+        # The optimizer's `BatchTokens` (update.py); not part of the config.
+        self.batch_tokens = None
 
     def call(self, labels, logits):
         """Per-token loss (B, T)."""
@@ -56,6 +62,8 @@ class MaskedCrossEntropy(keras.losses.Loss):
             weights = weights * ops.cast(sample_weight, "float32")
         token_sum = ops.sum(self.call(labels, logits) * weights)
         token_count = _global_sum(ops.sum(weights))
+        if self.batch_tokens is not None:
+            self.batch_tokens.record(token_count)
         return token_sum / ops.maximum(token_count, 1.0)
 
     def get_config(self):

@@ -34,6 +34,7 @@ from keras_s2s.training.callbacks import TimeBudget, ValidationBleu
 from keras_s2s.training.losses import MaskedCrossEntropy, masked_accuracy
 from keras_s2s.training.schedules import WarmupCosine, WarmupInverseSqrt
 from keras_s2s.training.strategy import make_strategy, set_precision
+from keras_s2s.training.update import AdamW
 
 log = logging.getLogger(__name__)
 
@@ -83,33 +84,55 @@ def has_tokenizers(directory: str) -> bool:
 
 
 def make_optimizer(train_config: TrainConfig, steps_per_epoch: int | None):
+    """AdamW with warm-up, global-norm clipping and accumulation (update.py).
+
+    `warmup_steps` and `total_steps` count updates; `steps_per_epoch` counts
+    batches, so an epoch makes `steps_per_epoch / accumulation_steps` updates.
+    """
+    warmup = {
+        "warmup_steps": train_config.warmup_steps,
+        "warmup_init_learning_rate": train_config.warmup_init_learning_rate,
+    }
     if train_config.schedule == "cosine":
-        total = train_config.total_steps or train_config.epochs * (steps_per_epoch or 0)
+        total = train_config.total_steps or (
+            train_config.epochs * (steps_per_epoch or 0) // train_config.accumulation_steps
+        )
         if not total:
             raise ValueError(
                 "The cosine schedule needs a horizon: set `total_steps` or "
                 "`steps_per_epoch`; received total_steps=0, steps_per_epoch=0"
             )
-        schedule = WarmupCosine(train_config.learning_rate, train_config.warmup_steps, total)
+        schedule = WarmupCosine(train_config.learning_rate, total_steps=total, **warmup)
     else:
-        schedule = WarmupInverseSqrt(train_config.learning_rate, train_config.warmup_steps)
-    optimizer = keras.optimizers.AdamW(
+        schedule = WarmupInverseSqrt(train_config.learning_rate, **warmup)
+    optimizer = AdamW(
         learning_rate=schedule,
         weight_decay=train_config.weight_decay,
         beta_1=0.9,
         beta_2=0.98,
         epsilon=1e-9,
         global_clipnorm=train_config.clip_norm or None,
+        accumulation_steps=train_config.accumulation_steps,
     )
     # Decay the matrices only: biases, norm scales and offsets are left alone.
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer
 
 
-def compile_model(model, train_config: TrainConfig, steps_per_epoch=None, jit_compile=None):
+def compile_model(model, train_config: TrainConfig, steps_per_epoch=None, jit_compile=None,
+                  optimizer=None):
+    """Compiles with the masked loss, token accuracy and `make_optimizer`'s optimizer.
+
+    `optimizer` replaces the latter; it should mix in update.AggregatedUpdate
+    (clipping after the all-reduce; token-weighted accumulation).
+    """
+    optimizer = optimizer or make_optimizer(train_config, steps_per_epoch)
+    loss = MaskedCrossEntropy(label_smoothing=train_config.label_smoothing)
+    # Accumulation weights each batch by the token count the loss divides by.
+    loss.batch_tokens = getattr(optimizer, "batch_tokens", None)
     model.compile(
-        optimizer=make_optimizer(train_config, steps_per_epoch),
-        loss=MaskedCrossEntropy(label_smoothing=train_config.label_smoothing),
+        optimizer=optimizer,
+        loss=loss,
         metrics=[masked_accuracy()],
         jit_compile=train_config.jit_compile if jit_compile is None else jit_compile,
     )

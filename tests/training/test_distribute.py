@@ -165,3 +165,21 @@ def test_any_worker_is_the_flag_itself_on_one_worker(two_cpu_strategy):
     for strategy in (None, tf.distribute.get_strategy(), two_cpu_strategy):
         assert any_worker(strategy, True) is True
         assert any_worker(strategy, False) is False
+
+
+@pytest.mark.slow
+def test_two_worker_processes_with_clipping_equal_the_default_strategy(tmp_path):
+    # Issue 20 / KNOWN_TRAPS 14 across processes: each worker clips the
+    # all-reduced gradient, so two workers train the one-device weights.
+    from tests.training.test_update import assert_same_weights
+
+    returncodes, outputs = _run_two_workers(tmp_path, {"KERAS_S2S_CLIPPED_RUNS": "1"})
+    for code, out in zip(returncodes, outputs):
+        assert code == 0, out[-3000:]
+        assert "CollectiveAllReduceStrategy replicas=2" in out
+    for name, settings in distributed_job.CLIPPED_RUNS.items():
+        _, reference = distributed_job.train(tf.distribute.get_strategy(), **settings)
+        for worker in ("w0", "w1"):
+            stored = np.load(tmp_path / f"clip_{name}_{worker}.npz")
+            weights = [stored[f"w{i}"] for i in range(len(stored.files))]
+            assert_same_weights(weights, reference, settings)

@@ -271,3 +271,20 @@ def test_mixed_bfloat16_run_trains_saves_and_translates(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["precision"] == "float32"
+
+
+def test_accumulation_through_train_counts_updates(tmp_path):
+    # `--accumulation_steps 2`: the epoch counts batches, the optimizer updates.
+    from keras_s2s.training import train
+    from keras_s2s.training.settings import make_configs
+
+    settings = dict(TINY_SETTINGS, accumulation_steps=2, epochs=1, steps_per_epoch=6,
+                    validation_bleu_sentences=0, schedule="cosine", warmup_steps=1)
+    model_settings, train_config = make_configs(settings)
+    model, history = train(str(tmp_path / "run"), train_config, model_settings)
+    optimizer = model.optimizer
+    assert int(optimizer._iterations) == 6 and int(optimizer.iterations) == 3
+    assert optimizer._learning_rate.total_steps == 3  # 1 epoch x 6 batches / 2
+    assert np.isfinite(history["loss"]).all()
+    reloaded = keras.saving.load_model(str(tmp_path / "run" / "model.keras"))
+    assert reloaded.optimizer.accumulation_steps == 2
