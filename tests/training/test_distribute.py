@@ -171,7 +171,7 @@ def test_any_worker_is_the_flag_itself_on_one_worker(two_cpu_strategy):
 def test_two_worker_processes_with_clipping_equal_the_default_strategy(tmp_path):
     # Issue 20 / KNOWN_TRAPS 14 across processes: each worker clips the
     # all-reduced gradient, so two workers train the one-device weights.
-    from tests.training.test_update import assert_same_weights
+    from tests.helpers import assert_same_weights
 
     returncodes, outputs = _run_two_workers(tmp_path, {"KERAS_S2S_CLIPPED_RUNS": "1"})
     for code, out in zip(returncodes, outputs):

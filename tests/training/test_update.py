@@ -17,35 +17,13 @@ from keras_s2s.training.losses import MaskedCrossEntropy
 from keras_s2s.training.trainer import make_optimizer
 from keras_s2s.training.update import AdamW, BatchTokens
 from tests.training import distributed_job
+from tests.helpers import assert_same_weights, initial_weights, relative_difference
 from tests.training.distributed_job import CLIP_NORM, CLIPPED_RUNS, clipped_sgd
 
 DEFAULT = tf.distribute.get_strategy()
 # The one-step SGD run is the fast check; the longer runs are slow.
 RUNS = [pytest.param(name, marks=[] if name == "sgd_1_step" else pytest.mark.slow)
         for name in sorted(CLIPPED_RUNS)]
-
-
-def relative_difference(weights, reference, initial):
-    """||w - w_ref|| / ||w_ref - w_0||: the weights' disagreement relative to the update."""
-    apart = np.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(weights, reference)))
-    moved = np.sqrt(sum(((b - c) ** 2).sum() for b, c in zip(reference, initial)))
-    return apart / moved
-
-
-def initial_weights():
-    return distributed_job.build(DEFAULT).get_weights()
-
-
-def assert_same_weights(weights, reference, settings):
-    if "optimizer" in settings:
-        # Plain SGD: every weight, to float round-off.
-        for a, b in zip(weights, reference):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    else:
-        # AdamW turns the round-off of exactly-zero gradients (attention key
-        # biases) into steps of up to +-lr: compare the whole update instead.
-        # Clipping per replica (Keras's order) gives 0.24 here (docs/distributed-training.md).
-        assert relative_difference(weights, reference, initial_weights()) < 2e-3
 
 
 def accumulated(settings, steps=2):
