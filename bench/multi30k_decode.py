@@ -75,7 +75,8 @@ def timed(function, *args):
     return result, time.perf_counter() - started
 
 
-def measure(translate_corpus, translate_request, sentences, count_pieces) -> dict:
+def measure(translate_corpus, translate_request, sentences, count_pieces,
+            latency=True) -> dict:
     """The timings of one path; `translate_*` map a list of str to a list of str.
 
     `translate_corpus` gets the whole test set (it batches it itself);
@@ -96,6 +97,8 @@ def measure(translate_corpus, translate_request, sentences, count_pieces) -> dic
         "mean_hypothesis_words": sum(len(h.split()) for h in hypotheses) / len(sentences),
         "second_pass_same_hypotheses": again == hypotheses,
     }
+    if not latency:
+        return result, hypotheses
     singles = sentences[:LATENCY_SENTENCES]
     for sentence in singles:  # untimed: traces / compiles the batch-1 shapes
         translate_request([sentence])
@@ -109,7 +112,7 @@ def measure(translate_corpus, translate_request, sentences, count_pieces) -> dic
     return result, hypotheses
 
 
-def run_keras_s2s(path, beam_size, data_dir, run_dir, sentences_limit) -> dict:
+def run_keras_s2s(path, beam_size, data_dir, run_dir, sentences_limit, latency=True) -> dict:
     import sacrebleu
     import tensorflow as tf
 
@@ -151,7 +154,8 @@ def run_keras_s2s(path, beam_size, data_dir, run_dir, sentences_limit) -> dict:
                 outputs = serve(inputs=tf.constant(batch, tf.string))["outputs"].numpy()
                 return [text.decode("utf-8") for text in outputs]
 
-        result, hypotheses = measure(translate_corpus, translate_request, sentences, count_pieces)
+        result, hypotheses = measure(translate_corpus, translate_request, sentences, count_pieces,
+                                     latency)
     result.update(extra)
     result["bleu"] = sacrebleu.metrics.BLEU().corpus_score(hypotheses, [references]).score
     result["length_penalty"] = length_penalty
@@ -277,6 +281,8 @@ def run_all(args) -> dict:
                         "--run-dir", os.path.abspath(args.run_dir), "--out", out]
                 if args.sentences:
                     argv += ["--sentences", str(args.sentences)]
+                if args.no_latency:
+                    argv += ["--no-latency"]
                 job = run_child(argv, log, env)
                 row = {"error": f"exit {job['returncode']}; log {log}"}
                 if job["returncode"] == 0:
@@ -369,6 +375,8 @@ def parse_args(argv=None):
     parser.add_argument("--beams", default="5,1", help="beam sizes (default %(default)s; 1 = greedy)")
     parser.add_argument("--sentences", type=int, default=0,
                         help="only the first N test sentences (default: all)")
+    parser.add_argument("--no-latency", action="store_true",
+                        help="only the two passes over the test set (no request latencies)")
     parser.add_argument("--fairseq-venv", help="a virtualenv with fairseq installed")
     parser.add_argument("--fairseq-data-bin",
                         help="fairseq-preprocess output holding the same test set as `test`")
@@ -395,7 +403,8 @@ def main(argv=None) -> None:
         # Child: one path and beam size; the parent records its RSS.
         from keras_s2s import runtime  # noqa: F401  (oneDNN default before TensorFlow)
 
-        result = run_keras_s2s(args.child, args.beam, args.data_dir, args.run_dir, args.sentences)
+        result = run_keras_s2s(args.child, args.beam, args.data_dir, args.run_dir, args.sentences,
+                               latency=not args.no_latency)
     else:
         result = run_all(args)
         if "skipped" in result:
