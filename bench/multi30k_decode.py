@@ -145,7 +145,7 @@ def run_keras_s2s(path, beam_size, data_dir, run_dir, sentences_limit, latency=T
                 lambda: export_run(run_dir, "multi30k", base_dir=scratch, beam_size=beam_size,
                                    length_penalty=length_penalty))
             (loaded_translate, load_seconds) = timed(
-                lambda: saved_model_translate(exported, BATCH_SIZE))
+                lambda: _corpus_translate(saved_model_translate, exported))
             serve = tf.saved_model.load(exported).signatures["serving_default"]
             extra.update(export_seconds=export_seconds, load_seconds=load_seconds)
             translate_corpus = loaded_translate
@@ -174,6 +174,17 @@ def run_keras_s2s(path, beam_size, data_dir, run_dir, sentences_limit, latency=T
         result["search_traces"] = 0  # the loaded signature runs its saved graph: no tracing
         result["xla_compilations"] = 0
     return {"result": result, "hypotheses": hypotheses}
+
+
+def _corpus_translate(saved_model_translate, exported):
+    """`evaluation.saved_model_translate`'s corpus function, also of older checkouts."""
+    import inspect
+
+    if "batch_size" in inspect.signature(saved_model_translate).parameters:
+        return saved_model_translate(exported, BATCH_SIZE)
+    translate = saved_model_translate(exported)  # older: evaluate sent batches in file order
+    return lambda sentences: [hypothesis for start in range(0, len(sentences), BATCH_SIZE)
+                              for hypothesis in translate(sentences[start : start + BATCH_SIZE])]
 
 
 def _searches(model):
