@@ -270,7 +270,7 @@ def run_all(args) -> dict:
         result["skipped"] = reason
         return result
     fairseq_reason = fairseq_skip_reason(args)
-    log_dir = os.path.splitext(args.out)[0] + ".logs"
+    log_dir = args.log_dir or os.path.splitext(args.out)[0] + ".logs"
     os.makedirs(log_dir, exist_ok=True)
     env = dict(os.environ)
     for path in args.paths:
@@ -386,6 +386,8 @@ def parse_args(argv=None):
     parser.add_argument("--beams", default="5,1", help="beam sizes (default %(default)s; 1 = greedy)")
     parser.add_argument("--sentences", type=int, default=0,
                         help="only the first N test sentences (default: all)")
+    parser.add_argument("--log-dir", help="children's logs and results (default: OUT minus "
+                        ".json plus .logs)")
     parser.add_argument("--no-latency", action="store_true",
                         help="only the two passes over the test set (no request latencies)")
     parser.add_argument("--fairseq-venv", help="a virtualenv with fairseq installed")

@@ -171,7 +171,10 @@ def plan(args, raw_dir: str):
 
 def multi30k_decode_argv(args, out) -> list[str]:
     """bench.multi30k_decode's command; it skips itself (with the reason) without its data."""
-    argv = [sys.executable, "-m", "bench.multi30k_decode", "--out", out]
+    # Its children's logs and hypotheses go beside the run's own logs (kept).
+    log_dir = os.path.join(os.path.splitext(os.path.abspath(args.out))[0] + ".logs",
+                           "multi30k-decode")
+    argv = [sys.executable, "-m", "bench.multi30k_decode", "--out", out, "--log-dir", log_dir]
     for flag in ("data_dir", "run_dir", "fairseq_venv", "fairseq_data_bin", "fairseq_checkpoint"):
         value = getattr(args, flag, None)
         if value:
