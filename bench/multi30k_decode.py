@@ -51,7 +51,7 @@ REQUEST_SIZE = 32
 LATENCY_SENTENCES = 40
 FAIRSEQ_BATCH_SIZE = 128
 PATHS = ("in_process", "in_process_jit0", "saved_model", "fairseq")
-DEFAULT_PATHS = ("in_process", "saved_model", "fairseq")
+DEFAULT_PATHS = ("in_process", "in_process_jit0", "saved_model", "fairseq")
 SOURCE_FILE, REFERENCE_FILE = "test2016.en", "test2016.de"
 
 
