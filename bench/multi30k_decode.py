@@ -227,6 +227,13 @@ def fairseq_command(venv, data_bin, checkpoint, beam_size) -> list[str]:
             "--gen-subset", "test", "--remove-bpe", "sentencepiece"]
 
 
+def fairseq_env(env: dict) -> dict:
+    """fairseq 0.12 checkpoints hold an argparse.Namespace, which torch >= 2.6 refuses to
+    unpickle by default (`weights_only=True`); the checkpoint is the user's own, trained by
+    `bench.fairseq_decode_model`, so the full load is allowed for fairseq-generate alone."""
+    return {**env, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+
+
 def fairseq_skip_reason(args) -> str | None:
     given = [args.fairseq_venv, args.fairseq_data_bin, args.fairseq_checkpoint]
     if not any(given):
@@ -283,7 +290,8 @@ def run_all(args) -> dict:
             print(f"  {name} ...", end=" ", flush=True)
             if path == "fairseq":
                 job = run_child(fairseq_command(args.fairseq_venv, args.fairseq_data_bin,
-                                                args.fairseq_checkpoint, beam_size), log, env)
+                                                args.fairseq_checkpoint, beam_size), log,
+                                fairseq_env(env))
                 row = fairseq_row(job, log, args, beam_size)
             else:
                 out = os.path.join(log_dir, name + ".json")
