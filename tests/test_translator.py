@@ -8,6 +8,7 @@ from keras_s2s import decoding
 from keras_s2s.data import END_ID, START_ID
 from keras_s2s.translator import Translator, length_sorted_batches, pad_batch, plot_attention
 
+
 @pytest.fixture(scope="module")
 def translator(tiny_run):
     return Translator.from_run_dir(tiny_run, beam_size=2)
@@ -76,7 +77,7 @@ def test_length_sorted_batches_return_translations_in_input_order(translator, ti
 @pytest.mark.slow
 def test_xla_compiles_a_bounded_set_of_shapes_over_many_lengths(tiny_run):
     translator = Translator.from_run_dir(tiny_run, beam_size=2)
-    words = "the dog sees a cat and the small bird runs to the house".split()
+    words = ["the", "dog", "sees", "a", "cat", "and", "the", "small", "bird", "runs"]
     # Every source length from 1 to 36 words, in requests of 1 to 7 sentences.
     sentences = [" ".join(words[i % len(words)] for i in range(n)) for n in range(1, 37)]
     start = 0
@@ -90,7 +91,8 @@ def test_xla_compiles_a_bounded_set_of_shapes_over_many_lengths(tiny_run):
     assert batch_sizes <= {1, 2, 4, 8}, batch_sizes
     # Source lengths: multiples of 8 up to the model's max_length (40).
     assert len(shapes) <= 4 * 5, shapes
-    assert sum(f.experimental_get_tracing_count() for f in decoding._SEARCHES[translator.model].values()) == 1
+    searches = decoding._SEARCHES[translator.model].values()
+    assert sum(search.experimental_get_tracing_count() for search in searches) == 1
 
 
 def test_length_sorted_batches_is_a_stable_longest_first_partition():
