@@ -18,6 +18,11 @@ from them runs in stock TF Serving (KNOWN_TRAPS 8). The default export has
 no XLA function: TF Serving JIT-compiles them on CPU only when started with
 `--xla_cpu_compilation_enabled` (`export_run(jit_compile=True)`).
 
+The model's searches grow the self-attention cache between loop segments
+(`CACHE_SEGMENTS`, `_segmented_loop`) instead of allocating all `L + 1`
+slots at the start: the same steps in the same order, on a smaller cache
+while the batch is short.
+
 Returned ids follow one format everywhere: the tokens generated after the
 start token, `end_id` last where a hypothesis finished, then PAD (0). PAD
 itself is never generated, so a row's length is its count of non-PAD ids.
@@ -513,7 +518,7 @@ def grow_cache_state(state, capacity):
     """The state of `model_step_fn` with its self-attention caches padded to `capacity` slots.
 
     The new slots are zeros, like the unwritten slots of a fresh cache: the
-    causal mask hides every slot at or after the step's position.
+    causal mask hides every slot after the position being decoded.
     """
 
     def grow(cache):
