@@ -232,6 +232,11 @@ def markdown(results: dict) -> str:
         padding = bucketing.get("skipped") or bucketing.get("error") or "not run"
     lines += ["", f"Real data (keras_s2s.data on Multi30k train): {padding}"]
     lines += ["", f"Exported SavedModel (strings in and out): {serving_summary(results.get('serving'))}"]
+    if results.get("multi30k_decode"):
+        from bench.multi30k_decode import markdown_table
+
+        lines += ["", "Real-data decoding (Multi30k test2016, a trained run):", "",
+                  markdown_table(results["multi30k_decode"])]
     if results.get("not_measured"):
         lines += ["", "Not measured:"] + [f"- {item}" for item in results["not_measured"]]
     lines += ["", f"Full results: {results['out']} (wall time {results['wall_seconds']:.0f} s)"]

@@ -47,6 +47,8 @@ OPTIONAL_PEERS = {
 # (CTranslate2, decoding only) takes seconds; `make bench` installs it.
 DEFAULT_PEERS = "D"
 JOB_TIMEOUT_S = 1200
+# multi30k-decode runs up to 8 decoding children of its own (each under JOB_TIMEOUT_S).
+MULTI30K_DECODE_TIMEOUT_S = 8 * JOB_TIMEOUT_S
 BF16 = "mixed_bfloat16"
 # CPU flags of bfloat16 matmul units. Without them oneDNN emulates bfloat16:
 # on an AVX2-only EPYC the keras_s2s bf16 job trained 4.2x slower than float32
@@ -78,6 +80,12 @@ def parse_args(argv=None):
     parser.add_argument("--only", default="",
                         help="run only these jobs (comma-separated names as printed, e.g. "
                              "keras_s2s_jit1,bucketing); the start matmul peak always runs")
+    # multi30k-decode (bench.multi30k_decode): real-data decoding of a trained run.
+    parser.add_argument("--data-dir", help="multi30k-decode: folder with Multi30k test2016.en/.de")
+    parser.add_argument("--run-dir", help="multi30k-decode: a trained Multi30k run directory")
+    parser.add_argument("--fairseq-venv", help="multi30k-decode: a virtualenv with fairseq (peer)")
+    parser.add_argument("--fairseq-data-bin", help="multi30k-decode: fairseq-preprocessed Multi30k")
+    parser.add_argument("--fairseq-checkpoint", help="multi30k-decode: a fairseq checkpoint")
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats must be a positive integer; received {args.repeats}")
@@ -148,6 +156,8 @@ def plan(args, raw_dir: str):
     jobs.append(("bucketing", "bucketing", [py, "-m", "bench.bucketing", "--out", out], out))
     out = os.path.join(raw_dir, "serving.json")
     jobs.append(("serving", "serving", [py, "-m", "bench.serving", "--out", out], out))
+    out = os.path.join(raw_dir, "multi30k_decode.json")
+    jobs.append(("multi30k-decode", "multi30k_decode", multi30k_decode_argv(args, out), out))
     out = os.path.join(raw_dir, "matmul_peak_end.json")
     jobs.append(("matmul_end", "matmul", [py, "-m", "bench.matmul_peak", "--out", out], out))
     if args.only:
@@ -157,6 +167,19 @@ def plan(args, raw_dir: str):
             raise SystemExit(f"--only: unknown job(s) {unknown}; jobs are {sorted(known)}")
         jobs = [job for job in jobs if job[0] == "matmul_start" or job[0] in args.only]
     return jobs, skipped
+
+
+def multi30k_decode_argv(args, out) -> list[str]:
+    """bench.multi30k_decode's command; it skips itself (with the reason) without its data."""
+    # Its children's logs and hypotheses go beside the run's own logs (kept).
+    log_dir = os.path.join(os.path.splitext(os.path.abspath(args.out))[0] + ".logs",
+                           "multi30k-decode")
+    argv = [sys.executable, "-m", "bench.multi30k_decode", "--out", out, "--log-dir", log_dir]
+    for flag in ("data_dir", "run_dir", "fairseq_venv", "fairseq_data_bin", "fairseq_checkpoint"):
+        value = getattr(args, flag, None)
+        if value:
+            argv += ["--" + flag.replace("_", "-"), os.path.abspath(value)]
+    return argv
 
 
 def run_bf16(choice: str, flags: set) -> bool:
@@ -354,7 +377,8 @@ def main(argv=None) -> int:
             if kind == "s2s" and results.get("matmul_peak_gflops"):
                 child_argv = [*child_argv, "--peak-gflops", str(results["matmul_peak_gflops"])]
             print(f"[{index}/{len(jobs)}] {name} ...", end=" ", flush=True)
-            job = run_child(child_argv, os.path.join(log_dir, name + ".log"), env)
+            timeout_s = MULTI30K_DECODE_TIMEOUT_S if kind == "multi30k_decode" else JOB_TIMEOUT_S
+            job = run_child(child_argv, os.path.join(log_dir, name + ".log"), env, timeout_s)
             if result_path is None:  # a peer script names its own file
                 result_path = os.path.join(peer_raw_dir, name + ".json")
             result, error = None, None
@@ -372,7 +396,7 @@ def main(argv=None) -> int:
                   f"took {job['stolen_cores']:.2f})"
                   + (f"  FAILED: {error}" if error else ""), flush=True)
             if result is None:
-                if kind in ("bucketing", "serving"):
+                if kind in ("bucketing", "serving", "multi30k_decode"):
                     results[kind] = {"error": error}
                 elif kind in ("s2s", "peer"):
                     row = {"name": name, "label": report.LABELS.get(name, (name,))[0],
@@ -383,7 +407,7 @@ def main(argv=None) -> int:
                 results["matmul_peak_gflops"] = result["peak_gflops"]
             elif name == "matmul_end":
                 results["matmul_peak_gflops_end"] = result["peak_gflops"]
-            elif kind in ("bucketing", "serving"):
+            elif kind in ("bucketing", "serving", "multi30k_decode"):
                 results[kind] = result
             else:
                 row = report.summary_row(name, result, job["process_peak_rss_mib"])

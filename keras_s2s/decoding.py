@@ -18,6 +18,11 @@ from them runs in stock TF Serving (KNOWN_TRAPS 8). The default export has
 no XLA function: TF Serving JIT-compiles them on CPU only when started with
 `--xla_cpu_compilation_enabled` (`export_run(jit_compile=True)`).
 
+The model's searches grow the self-attention cache between loop segments
+(`CACHE_SEGMENTS`, `_segmented_loop`) instead of allocating all `L + 1`
+slots at the start: the same steps in the same order, on a smaller cache
+while the batch is short.
+
 Returned ids follow one format everywhere: the tokens generated after the
 start token, `end_id` last where a hypothesis finished, then PAD (0). PAD
 itself is never generated, so a row's length is its count of non-PAD ids.
@@ -93,6 +98,7 @@ def greedy_search(
     max_length,
     max_lengths=None,
     pad_id=PAD_ID,
+    state_growth=None,
 ):
     """Greedy decoding: the most likely next token at every step.
 
@@ -112,6 +118,7 @@ def greedy_search(
         max_lengths: optional (B,) int, per-row limits; capped by
             `max_length`, at least 1.
         pad_id: the PAD id: never generated, written after a row finishes.
+        state_growth: optional `(boundaries, grow)`; see `_segmented_loop`.
 
     Returns:
         int32 (B, L): generated ids, `end_id` last where a row finished,
@@ -145,9 +152,7 @@ def greedy_search(
         tf.zeros([batch_size], tf.bool),
         initial_state,
     )
-    _, ids, _, _, _ = tf.while_loop(
-        not_done, body, loop_vars, maximum_iterations=max_length
-    )
+    _, ids, _, _, _ = _segmented_loop(not_done, body, loop_vars, max_length, state_growth)
     return ids
 
 
@@ -162,6 +167,7 @@ def beam_search(
     length_penalty=0.6,
     max_lengths=None,
     pad_id=PAD_ID,
+    state_growth=None,
 ):
     """Beam search with the GNMT length penalty and per-sentence finished lists.
 
@@ -196,6 +202,7 @@ def beam_search(
             `max_length`, at least 1. A hypothesis reaching its limit without
             END is finished as it is.
         pad_id: the PAD id: never generated, written after END.
+        state_growth: optional `(boundaries, grow)`; see `_segmented_loop`.
 
     Returns:
         `(ids, scores)`: int32 (B, K, L) finished hypotheses, best first,
@@ -309,7 +316,7 @@ def beam_search(
         tf.fill([batch_size, beams], _NEG_INF),  # (B, K)
         initial_state,
     )
-    outputs = tf.while_loop(not_done, body, loop_vars, maximum_iterations=max_length)
+    outputs = _segmented_loop(not_done, body, loop_vars, max_length, state_growth)
     finished_ids, finished_scores = outputs[4], outputs[5]
     # Empty slots may hold the ids of -inf candidates; make them PAD.
     finished_ids = tf.where(
@@ -326,6 +333,43 @@ def trim_ids(ids, pad_id=PAD_ID):
     ids = tf.convert_to_tensor(ids)
     lengths = tf.reduce_sum(tf.cast(tf.not_equal(ids, pad_id), tf.int32), axis=1)  # (B,)
     return ids[:, : tf.maximum(tf.reduce_max(lengths), 0)]
+
+
+def _segmented_loop(not_done, body, loop_vars, max_length, state_growth):
+    """`tf.while_loop` over the search's steps, its state grown between segments.
+
+    `loop_vars` is `(step, ..., state)`. Without `state_growth` this is one
+    loop of at most `max_length` steps. With `(boundaries, grow)`, boundaries
+    `b_1 < b_2 < ...` (python ints below `max_length`): the first loop runs
+    while `step < b_1`, then `state = grow(state, 0)`, the next while
+    `step < b_2`, then `grow(state, 1)`, ..., the last while `step <
+    max_length`; each loop also stops when `not_done` does. The steps run
+    and their order are those of the single loop, so the result is the
+    same; what changes is that each loop has fixed shapes of its own. The
+    model's search uses it to start with a small self-attention cache and
+    enlarge it only for the batches that run long (`CACHE_SEGMENTS`): every
+    step reads, writes and (beam search) reorders the whole cache, so its
+    cost grows with the capacity, not with the step. Segments after the
+    loop finished run no step.
+    """
+    if state_growth is None:
+        return tf.while_loop(not_done, body, loop_vars, maximum_iterations=max_length)
+    boundaries, grow = state_growth
+    boundaries = [b for b in boundaries if b < max_length]
+    if boundaries != sorted(set(boundaries)) or (boundaries and boundaries[0] < 1):
+        raise ValueError(
+            "`state_growth` boundaries must be increasing positive step counts; "
+            f"received {state_growth[0]!r}"
+        )
+    for segment, end in enumerate([*boundaries, max_length]):
+
+        def segment_not_done(step, *rest, end=end):
+            return tf.logical_and(step < end, not_done(step, *rest))
+
+        loop_vars = tf.while_loop(segment_not_done, body, loop_vars, maximum_iterations=end)
+        if segment < len(boundaries):
+            loop_vars = (*loop_vars[:-1], grow(loop_vars[-1], segment))
+    return loop_vars
 
 
 # Vocabulary block of `_top_tokens`: a row's k best tokens lie in its k blocks
@@ -405,7 +449,7 @@ def _row_limits(max_lengths, batch_size, max_length):
 # --------------------------------------------------------------------------
 
 
-def model_step_fn(model, encoder_tokens, *, max_length, beam_size=1):
+def model_step_fn(model, encoder_tokens, *, max_length, beam_size=1, cache_capacity=None):
     """Encodes the source once and returns the model's `(step_fn, initial_state)`.
 
     Step i feeds the token at position i (the start token at position 0)
@@ -426,6 +470,9 @@ def model_step_fn(model, encoder_tokens, *, max_length, beam_size=1):
         encoder_tokens: int (B, S) source ids, PAD = 0.
         max_length: L, most tokens the search will generate.
         beam_size: K; the state has B*K rows (1 for greedy search).
+        cache_capacity: C, self-attention cache slots of the initial state
+            (default `max_length + 1`, enough for the whole search); a
+            smaller cache must be grown (`grow_cache_state`) before step C.
 
     Returns:
         `(step_fn, initial_state)`. `state` is
@@ -438,7 +485,7 @@ def model_step_fn(model, encoder_tokens, *, max_length, beam_size=1):
     _check_max_length(parts, max_length)
     encoder_tokens = tf.convert_to_tensor(encoder_tokens, tf.int32)
     encoder_output, source_mask = parts.encode(encoder_tokens)  # (B, S, D), (B, S)
-    cache = parts.initial_cache(encoder_output, max_length + 1)
+    cache = parts.initial_cache(encoder_output, cache_capacity or max_length + 1)
     self_attention = cache.self_attention  # per layer 2 x (B, H, C, Dh)
     if beam_size > 1:
         self_attention = expand_to_beams(self_attention, beam_size)  # 2 x (B*K, H, C, Dh)
@@ -465,6 +512,32 @@ def model_step_fn(model, encoder_tokens, *, max_length, beam_size=1):
         "self_attention": tuple(self_attention),
     }
     return step_fn, initial_state
+
+
+def grow_cache_state(state, capacity):
+    """The state of `model_step_fn` with its self-attention caches padded to `capacity` slots.
+
+    The new slots are zeros, like the unwritten slots of a fresh cache: the
+    causal mask hides every slot after the position being decoded.
+    """
+
+    def grow(cache):
+        slots = cache.shape[2] if cache.shape[2] is not None else tf.shape(cache)[2]
+        extra = capacity - slots
+        return tf.pad(cache, [[0, 0], [0, 0], [0, extra], [0, 0]])  # (N, H, capacity, Dh)
+
+    return {
+        "index": state["index"],
+        "self_attention": tf.nest.map_structure(grow, state["self_attention"]),
+    }
+
+
+# The model's searches start with this many self-attention cache slots and
+# grow to the next capacity, then to the full `max_length + 1`, only when a
+# batch runs that long (`_segmented_loop`). A step's cost grows with the cache
+# (beam search reorders all of it every step), and short sentences finish in
+# the first segment. Three segments: each is a loop of its own in the graph.
+CACHE_SEGMENTS = (32, 64)
 
 
 def greedy_decode(
@@ -597,6 +670,7 @@ def search_in_graph(
     length_penalty=0.6,
     max_length_ratio=None,
     max_length_offset=0,
+    cache_segments=CACHE_SEGMENTS,
 ):
     """The whole search as plain TensorFlow ops, to run inside a caller's `tf.function`.
 
@@ -607,6 +681,8 @@ def search_in_graph(
         model: a model from `build_transformer`, or its `TransformerParts`.
         encoder_tokens: int32 (B, S).
         kind: "greedy" or "beam".
+        cache_segments: step counts at which the self-attention cache grows
+            (see `CACHE_SEGMENTS`); () allocates the whole cache at once.
         (the rest as in `beam_decode`.)
 
     Returns:
@@ -622,14 +698,21 @@ def search_in_graph(
         max_lengths = tf.cast(
             tf.floor(max_length_ratio * source_lengths + max_length_offset), tf.int32
         )
+    # Capacities: one per segment, the last holds the whole search.
+    boundaries = [b for b in cache_segments if b < max_length]
+    capacities = [*boundaries, max_length + 1]
+    growth = (boundaries, lambda state, segment: grow_cache_state(state, capacities[segment + 1]))
     if kind == "greedy":
-        step_fn, state = model_step_fn(model, encoder_tokens, max_length=max_length)
+        step_fn, state = model_step_fn(
+            model, encoder_tokens, max_length=max_length, cache_capacity=capacities[0]
+        )
         return greedy_search(
             step_fn, start_ids, state, end_id=end_id, max_length=max_length,
-            max_lengths=max_lengths,
+            max_lengths=max_lengths, state_growth=growth,
         )
     step_fn, state = model_step_fn(
-        model, encoder_tokens, max_length=max_length, beam_size=beam_size
+        model, encoder_tokens, max_length=max_length, beam_size=beam_size,
+        cache_capacity=capacities[0],
     )
     ids, scores = beam_search(
         step_fn,
@@ -640,6 +723,7 @@ def search_in_graph(
         max_length=max_length,
         length_penalty=length_penalty,
         max_lengths=max_lengths,
+        state_growth=growth,
     )
     return ids[:, 0], scores[:, 0]  # (B, L), (B,)
 

@@ -5,6 +5,7 @@ optionally the lowercased, Moses-tokenised BLEU that papers report.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from keras_s2s import data
 from keras_s2s.config import ModelConfig, check_load_precision
 from keras_s2s.training.losses import MaskedCrossEntropy, masked_accuracy
 from keras_s2s.training.trainer import count_batches
-from keras_s2s.translator import Translator
+from keras_s2s.translator import Translator, length_sorted_batches
 
 HYPOTHESES_FILE = "hypotheses.txt"
 DETOKENIZED_FILE = "hypotheses.detok.txt"
@@ -196,8 +197,13 @@ def read_aligned_reference(
     return references[:evaluated]
 
 
-def saved_model_translate(path: str):
-    """A `sentences -> translations` function over an export's serving_default."""
+def saved_model_translate(path: str, batch_size: int = 64):
+    """A `translate(sentences, progress=None) -> translations` function over an export's serving_default.
+
+    Like `Translator.translate`, it sends requests of `batch_size` sentences
+    of similar length (by characters: the client has no tokenizer), longest
+    first, and returns the translations in input order.
+    """
     if not os.path.exists(os.path.join(path, "saved_model.pb")):
         raise ValueError(
             f"`saved_model` {path!r} is not an exported version directory (no saved_model.pb); "
@@ -205,9 +211,20 @@ def saved_model_translate(path: str):
         )
     serve = tf.saved_model.load(path).signatures["serving_default"]
 
-    def translate(sentences):
-        outputs = serve(inputs=tf.constant(list(sentences), tf.string))["outputs"]
-        return [text.decode("utf-8") for text in outputs.numpy()]
+    def translate(sentences, progress=None):
+        sentences = list(sentences)
+        translations = [""] * len(sentences)
+        lengths = [len(sentence) for sentence in sentences]
+        done = 0
+        for rows in length_sorted_batches(lengths, batch_size):
+            request = tf.constant([sentences[row] for row in rows], tf.string)
+            outputs = serve(inputs=request)["outputs"].numpy()
+            for row, text in zip(rows, outputs):
+                translations[row] = text.decode("utf-8")
+            done += len(rows)
+            if progress is not None:
+                progress(done)
+        return translations
 
     return translate
 
@@ -331,13 +348,15 @@ def evaluate_run(
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(count_batches(dataset)))
     metrics = teacher_forced_metrics(translator.model, dataset)
 
-    translate = translator.translate if saved_model is None else saved_model_translate(saved_model)
+    if saved_model is None:
+        translate = functools.partial(translator.translate, batch_size=batch_size)
+    else:
+        translate = saved_model_translate(saved_model, batch_size)
     started = time.perf_counter()
     progress = keras.utils.Progbar(len(sources), unit_name="sentence", verbose=verbose)
-    hypotheses = []
-    for start in range(0, len(sources), batch_size):
-        hypotheses += translate(sources[start : start + batch_size])
-        progress.update(len(hypotheses))
+    # All at once: the translator sorts them by length into batches (faster
+    # than batches in file order) and returns them in order.
+    hypotheses = translate(sources, progress=progress.update)
     decode_seconds = time.perf_counter() - started
 
     metrics.update(score(hypotheses, references))

@@ -5,6 +5,7 @@ Shape legend: B batch, S source length, L generated length, T target length.
 
 from __future__ import annotations
 
+import collections
 import os
 
 import keras
@@ -42,6 +43,37 @@ def prepare_sources(tokenizer, sentences, max_length):
     dense = tf.pad(dense, [[0, 0], [0, tf.maximum(1 - tf.shape(dense)[1], 0)]])  # (N, S>=1)
     first = tf.where(empty, tf.constant(UNK_ID, tf.int32), dense[:, 0])  # (N,)
     return tf.concat([first[:, None], dense[:, 1:]], axis=1), empty
+
+
+def length_sorted_batches(lengths, batch_size):
+    """Row indices grouped into batches of similar length, longest first.
+
+    Args:
+        lengths: (N,) ints, e.g. source pieces per sentence.
+        batch_size: most rows per batch.
+
+    Returns:
+        list of int arrays; together a permutation of `range(N)`. The sort
+        is stable, so equal lengths keep their input order.
+    """
+    order = np.argsort(-np.asarray(lengths), kind="stable")  # (N,)
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def pad_batch(encoder_tokens, batch_size):
+    """(B, S) -> (B', S): B rounded up to a power of two (at most `batch_size`).
+
+    The added rows repeat the last row, so they stop when it stops and never
+    make the search run longer; their outputs are to be dropped. With one
+    shape per power of two, XLA compiles a bounded number of batch sizes
+    (log2(batch_size) + 1) instead of one per remainder.
+    """
+    rows = encoder_tokens.shape[0]
+    target = min(batch_size, 1 << max(rows - 1, 0).bit_length())
+    if target <= rows:
+        return encoder_tokens
+    copies = np.repeat(encoder_tokens[-1:], target - rows, axis=0)  # (B' - B, S)
+    return np.concatenate([encoder_tokens, copies], axis=0)
 
 
 class Translator:
@@ -83,6 +115,9 @@ class Translator:
         self.length_penalty = length_penalty
         self.model_max_length = self.parts.source_embedding.max_length
         self.max_length = max_length or self.parts.target_embedding.max_length - 1
+        # (beam size, B, S) of every search call, S as fed: under XLA each
+        # distinct (beam size, B, S rounded up to 8) is one compilation.
+        self.search_shapes = collections.Counter()
 
     @classmethod
     def from_run_dir(cls, run_dir: str, precision: str | None = None, **kwargs) -> "Translator":
@@ -112,6 +147,7 @@ class Translator:
     def translate_ids(self, encoder_tokens, beam_size=None):
         """(B, S) ids -> (generated ids (B, L), scores (B,) or None for greedy)."""
         beam_size = self.beam_size if beam_size is None else beam_size
+        self.search_shapes[(beam_size, *np.shape(encoder_tokens))] += 1
         if beam_size == 1:
             ids = decoding.greedy_decode(
                 self.model,
@@ -140,8 +176,18 @@ class Translator:
         beam_size: int | None = None,
         batch_size: int = 64,
         return_attention: bool = False,
+        progress=None,
     ):
         """Translates a list of sentences.
+
+        The sentences are tokenized together, decoded in batches of similar
+        source length (longest first, see `length_sorted_batches`) and
+        returned in their input order: a batch's search runs until its
+        slowest sentence stops, so mixing short and long sentences makes
+        every short one wait, and padding them costs encoder work too.
+        Under XLA a partial batch is padded to a power-of-two size by
+        repeating one of its rows (`pad_batch`), so that XLA compiles for a
+        bounded set of batch sizes; the copies' outputs are dropped.
 
         Args:
             sentences: list of str.
@@ -150,6 +196,8 @@ class Translator:
             return_attention: also return, per sentence, the last decoder
                 layer's cross-attention (target pieces x source pieces,
                 averaged over heads) for the produced translation.
+            progress: optional callable, called with the number of
+                sentences decoded so far after every batch.
 
         Returns:
             list of str; with `return_attention`, `(translations, alignments)`
@@ -157,17 +205,32 @@ class Translator:
             and `target` piece lists.
         """
         sentences = list(sentences)
-        translations, alignments = [], []
-        for start in range(0, len(sentences), batch_size):
-            chunk = sentences[start : start + batch_size]
-            encoder_tokens, empty = self.encode_sources(chunk)  # (B, S), (B,)
-            ids, _ = self.translate_ids(encoder_tokens, beam_size)  # (B, L)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(
+                f"`batch_size` must be a positive integer; received batch_size={batch_size!r}"
+            )
+        translations = [""] * len(sentences)
+        alignments = [None] * len(sentences)
+        if not sentences:
+            return (translations, alignments) if return_attention else translations
+        encoder_tokens, empty = self.encode_sources(sentences)  # (N, S), (N,)
+        lengths = np.sum(encoder_tokens != PAD_ID, axis=1)  # (N,)
+        done = 0
+        for rows in length_sorted_batches(lengths, batch_size):
+            batch = encoder_tokens[rows, : lengths[rows].max()]  # (B, S_batch)
+            if self.jit_compile:
+                batch = pad_batch(batch, batch_size)  # (B', S_batch), B' a power of 2 or batch_size
+            ids, _ = self.translate_ids(batch, beam_size)  # (B', L)
+            ids = ids[: len(rows)]  # (B, L)
             texts = self.target_tokenizer.detokenize(tf.constant(ids)).numpy()
-            translations += [
-                "" if blank else text.decode("utf-8") for text, blank in zip(texts, empty)
-            ]
+            for row, text in zip(rows, texts):
+                translations[row] = "" if empty[row] else text.decode("utf-8")
             if return_attention:
-                alignments += self._alignments(encoder_tokens, ids)
+                for row, alignment in zip(rows, self._alignments(batch[: len(rows)], ids)):
+                    alignments[row] = alignment
+            done += len(rows)
+            if progress is not None:
+                progress(done)
         return (translations, alignments) if return_attention else translations
 
     def _alignments(self, encoder_tokens, ids):

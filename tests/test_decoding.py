@@ -21,7 +21,9 @@ from keras_s2s.decoding import (
     gnmt_length_penalty,
     greedy_decode,
     greedy_search,
+    grow_cache_state,
     model_step_fn,
+    search_in_graph,
 )
 from tests.helpers import make_model
 
@@ -632,3 +634,52 @@ def test_block_ranking_gives_the_tokens_of_top_k_ties_included(vocabulary):
     np.testing.assert_array_equal(np.asarray(row_max)[:, 0], np.max(np.asarray(logits), axis=1))
     _, tokens_with_pad, _ = decoding._top_tokens(logits, 9, pad_id=int(expected_tokens[0, 0]))
     assert np.asarray(tokens_with_pad)[0, 0] == int(expected_tokens[0, 0])  # kept, at -inf
+
+
+# --------------------------------------------------------------------------
+# The self-attention cache grown in segments.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind, beam_size", [("greedy", 1), ("beam", 3)])
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_cache_grown_in_segments_gives_the_same_search(model, sources, ends, kind, beam_size,
+                                                       jit_compile):
+    # Boundaries inside the search (steps 2 and 5 of 8) and an END that is
+    # never emitted, so every segment runs and both growths happen.
+    options = dict(kind=kind, start_id=START, end_id=ends["absent"], max_length=MAX_LENGTH,
+                   beam_size=beam_size, length_penalty=0.6)
+
+    def search(segments):
+        return tf.function(
+            lambda tokens: search_in_graph(model, tokens, cache_segments=segments, **options),
+            jit_compile=jit_compile,
+        )(tf.constant(sources))
+
+    whole, grown = search(()), search((2, 5))
+    if kind == "greedy":
+        np.testing.assert_array_equal(np.asarray(grown), np.asarray(whole))
+        np.testing.assert_array_equal(
+            np.asarray(grown), naive_greedy(model, sources, ends["absent"], MAX_LENGTH)
+        )
+        assert (np.asarray(grown) != 0).all()  # ran all 8 steps: through both growths
+    else:
+        np.testing.assert_array_equal(np.asarray(grown[0]), np.asarray(whole[0]))
+        np.testing.assert_allclose(np.asarray(grown[1]), np.asarray(whole[1]), atol=1e-6)
+
+
+def test_grow_cache_state_pads_only_the_slot_axis_with_zeros(model, sources):
+    _, state = model_step_fn(model, sources, max_length=MAX_LENGTH, cache_capacity=3)
+    grown = grow_cache_state(state, MAX_LENGTH + 1)
+    assert int(grown["index"]) == int(state["index"])
+    for before, after in zip(tf.nest.flatten(state["self_attention"]),
+                             tf.nest.flatten(grown["self_attention"])):
+        assert after.shape == (*before.shape[:2], MAX_LENGTH + 1, before.shape[3])
+        np.testing.assert_array_equal(after[:, :, :3], before)
+        assert not np.asarray(after[:, :, 3:]).any()
+
+
+def test_segmented_loop_rejects_unordered_boundaries(model, sources, ends):
+    with pytest.raises(ValueError, match=r"`state_growth` boundaries must be increasing"):
+        search_in_graph(model, tf.constant(sources), kind="greedy", start_id=START,
+                        end_id=ends["absent"], max_length=MAX_LENGTH, cache_segments=(5, 2))

@@ -1,3 +1,4 @@
+import itertools
 import os
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 
 from keras_s2s import decoding
 from keras_s2s.data import END_ID, START_ID
-from keras_s2s.translator import Translator, plot_attention
+from keras_s2s.translator import Translator, length_sorted_batches, pad_batch, plot_attention
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,58 @@ def test_attention_alignments_and_plot(translator, tiny_run, tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_from_run_dir_without_a_model_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"has no model.keras: train it first"):
         Translator.from_run_dir(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_length_sorted_batches_return_translations_in_input_order(translator, tiny_run):
+    # Lengths that interleave, so that sorting moves nearly every sentence.
+    sentences = held_out(tiny_run, 12)
+    sentences = sorted(sentences, key=len)[::2] + sorted(sentences, key=len)[1::2][::-1]
+    one_by_one = [translator.translate([s], batch_size=1)[0] for s in sentences]
+    for batch_size in (1, 3, 5, 64):
+        assert translator.translate(sentences, batch_size=batch_size) == one_by_one
+
+
+@pytest.mark.slow
+def test_xla_compiles_a_bounded_set_of_shapes_over_many_lengths(tiny_run):
+    translator = Translator.from_run_dir(tiny_run, beam_size=2)
+    words = ["the", "dog", "sees", "a", "cat", "and", "the", "small", "bird", "runs"]
+    # Every source length from 1 to 36 words, in requests of 1 to 7 sentences.
+    sentences = [" ".join(words[i % len(words)] for i in range(n)) for n in range(1, 37)]
+    start = 0
+    for size in itertools.cycle(range(1, 8)):
+        if start >= len(sentences):
+            break
+        translator.translate(sentences[start : start + size], batch_size=8)
+        start += size
+    shapes = {(rows, -(-length // 8) * 8) for _, rows, length in translator.search_shapes}
+    batch_sizes = {rows for rows, _ in shapes}
+    assert batch_sizes <= {1, 2, 4, 8}, batch_sizes
+    # Source lengths: multiples of 8 up to the model's max_length (40).
+    assert len(shapes) <= 4 * 5, shapes
+    searches = decoding._SEARCHES[translator.model].values()
+    assert sum(search.experimental_get_tracing_count() for search in searches) == 1
+
+
+def test_length_sorted_batches_is_a_stable_longest_first_partition():
+    lengths = [3, 7, 1, 7, 5, 3, 9]
+    batches = length_sorted_batches(lengths, 3)
+    assert [len(b) for b in batches] == [3, 3, 1]
+    order = np.concatenate(batches)
+    assert sorted(order.tolist()) == list(range(len(lengths)))
+    assert [lengths[i] for i in order] == [9, 7, 7, 5, 3, 3, 1]
+    assert order.tolist()[1:3] == [1, 3] and order.tolist()[4:6] == [0, 5]  # ties keep input order
+
+
+@pytest.mark.parametrize("rows, batch_size, expected", [(1, 64, 1), (3, 64, 4), (5, 8, 8),
+                                                        (40, 64, 64), (64, 64, 64), (9, 12, 12)])
+def test_pad_batch_rounds_rows_up_to_a_power_of_two_by_repeating_the_last(rows, batch_size, expected):
+    tokens = np.arange(rows * 3, dtype="int32").reshape(rows, 3) + 1  # (B, S)
+    padded = pad_batch(tokens, batch_size)
+    assert padded.shape == (expected, 3)
+    np.testing.assert_array_equal(padded[:rows], tokens)
+    np.testing.assert_array_equal(padded[rows:], np.repeat(tokens[-1:], expected - rows, axis=0))

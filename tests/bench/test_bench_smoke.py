@@ -178,7 +178,7 @@ def test_serving_summary_line():
 def test_plan_runs_the_serving_job_before_the_last_matmul_peak(tmp_path):
     jobs, _ = run.plan(run.parse_args([]), str(tmp_path))
     names = [job[0] for job in jobs]
-    assert names[-3:] == ["bucketing", "serving", "matmul_end"]
+    assert names[-4:] == ["bucketing", "serving", "multi30k-decode", "matmul_end"]
 
 
 def test_bf16_rows_get_their_own_ratios():
