@@ -205,14 +205,16 @@ def test_monitoring_settings_are_validated(settings, match):
         TrainConfig(**settings)
 
 
-def test_bucket_width_auto_is_one_per_length_without_xla_and_coarse_with_it():
-    from keras_s2s.config import TrainConfig
-    from keras_s2s.training.trainer import train_bucket_width
+def test_bucket_boundaries_auto_are_geometric_without_xla_and_coarse_with_it():
+    from keras_s2s import data
+    from keras_s2s.training.trainer import train_bucket_boundaries
 
-    assert train_bucket_width(TrainConfig(), jit_compile=False) == 1
-    assert train_bucket_width(TrainConfig(), jit_compile=True) == 8
-    assert train_bucket_width(TrainConfig(bucket_width=4), jit_compile=False) == 4
-    assert train_bucket_width(TrainConfig(bucket_width=4), jit_compile=True) == 4
+    auto = train_bucket_boundaries(TrainConfig(), 128, jit_compile=False)
+    assert auto == data.geometric_bucket_boundaries(128)
+    assert len(auto) <= 32  # bounded shapes: the memory of a run stays flat
+    assert train_bucket_boundaries(TrainConfig(), 128, jit_compile=True) == list(range(8, 129, 8))
+    for jit in (False, True):
+        assert train_bucket_boundaries(TrainConfig(bucket_width=4), 16, jit) == [4, 8, 12, 16]
     with pytest.raises(ValueError, match=r"`bucket_width` must be a non-negative integer"):
         TrainConfig(bucket_width=-1)
 
