@@ -145,6 +145,37 @@ def train_bucket_boundaries(train_config: TrainConfig, max_length: int, jit_comp
     return data.geometric_bucket_boundaries(max_length)
 
 
+def training_dataset(
+    corpus, tokenizers, model_config: ModelConfig, train_config: TrainConfig, *,
+    training: bool, repeat: bool, jit_compile: bool = False, replicas: int = 1,
+):
+    """The batches `train` feeds to `fit` (training=True) or validates on.
+
+    Tokenized once per run and bucketed into `train_bucket_boundaries`, one
+    padded length per bucket for both sides, and (with repeat) only full
+    batches: a small, fixed set of batch shapes, each traced (and with XLA
+    compiled) once, instead of one per (source, target, batch) triple
+    (KNOWN_TRAPS 9 and 13).
+    """
+    read_options = (
+        {"max_words": train_config.max_source_words} if data.corpus.is_corpus_spec(corpus) else {}
+    )
+    return data.make_dataset(
+        data.pairs_dataset(corpus, **read_options),
+        *tokenizers,
+        max_length=model_config.max_length,
+        batch_tokens=train_config.batch_tokens,
+        bucket_boundaries=train_bucket_boundaries(train_config, model_config.max_length, jit_compile),
+        pad_sides_together=True,
+        batch_size_multiple=max(8, replicas),
+        shuffle=training,
+        shuffle_buffer=train_config.shuffle_buffer,
+        seed=train_config.seed,
+        repeat=repeat,
+        cache=True,
+    )
+
+
 def count_batches(dataset) -> int:
     """Batches in one pass of a finite dataset (reads it once)."""
     count = int(dataset.reduce(0, lambda count, _: count + 1))
@@ -280,26 +311,12 @@ def train(
         strategy.num_replicas_in_sync == 1
         or isinstance(strategy, tf.distribute.TPUStrategy)
     )
-    bucket_boundaries = train_bucket_boundaries(train_config, model_config.max_length, jit)
 
     def dataset(path, training, repeat):
-        return data.make_dataset(
-            data.pairs_dataset(path, max_words=train_config.max_source_words),
-            source_tokenizer,
-            target_tokenizer,
-            max_length=model_config.max_length,
-            batch_tokens=train_config.batch_tokens,
-            bucket_boundaries=bucket_boundaries,
-            # One padded length per bucket for both sides, and (with repeat)
-            # only full batches: a handful of shapes for XLA to compile
-            # (KNOWN_TRAPS 9) instead of one per (source, target, batch) triple.
-            pad_sides_together=True,
-            batch_size_multiple=max(8, strategy.num_replicas_in_sync),
-            shuffle=training,
-            shuffle_buffer=train_config.shuffle_buffer,
-            seed=train_config.seed,
-            repeat=repeat,
-            cache=True,  # tokenized once per run, not once per epoch
+        return training_dataset(
+            path, (source_tokenizer, target_tokenizer), model_config, train_config,
+            training=training, repeat=repeat, jit_compile=jit,
+            replicas=strategy.num_replicas_in_sync,
         )
 
     steps_per_epoch = train_config.steps_per_epoch or count_batches(dataset(train_path, True, False))
