@@ -1,9 +1,9 @@
 """The tf.data input pipeline: sentence pairs -> bucketed, padded batches for `fit`.
 
     pairs (string, string)
-      -> shuffle -> [repeat]
       -> batch -> tokenize in-graph, add START / END -> unbatch
       -> drop (or truncate) sequences longer than `max_length`
+      -> [cache: tokenized once per run] -> shuffle -> [repeat]
       -> group by (source bucket, target bucket); pad each side to its bucket
       -> shuffle batches -> ({"encoder_tokens", "decoder_tokens"}, labels)
       -> prefetch
@@ -165,6 +165,27 @@ def default_bucket_boundaries(max_length: int, step: int = 8) -> list[int]:
     return [*range(step, max_length, step), max_length]
 
 
+def geometric_bucket_boundaries(max_length: int, first: int = 8, growth: float = 1.1) -> list[int]:
+    """Padded lengths growing by about `growth` each: [8, 9, 10, .., 16, 18, 20, 22, .., max_length].
+
+    Padding stays under about `growth - 1` of each batch (Multi30k: 91.5%
+    real tokens with 1.1, against 93% with one bucket per length and 76%
+    with multiples of 8), while the number of buckets, and so of batch
+    shapes, grows only with the logarithm of `max_length` (31 up to 128).
+    Each distinct batch shape costs memory that TensorFlow keeps for the
+    whole run (oneDNN primitives and allocator pools), so one bucket per
+    length made a Multi30k run grow to gigabytes.
+    """
+    _check_positive_int("max_length", max_length)
+    _check_positive_int("first", first)
+    if not growth > 1.0:
+        raise ValueError(f"`growth` must be greater than 1; received growth={growth!r}")
+    boundaries = [min(first, max_length)]
+    while boundaries[-1] < max_length:
+        boundaries.append(min(max_length, max(boundaries[-1] + 1, round(boundaries[-1] * growth))))
+    return boundaries
+
+
 def make_dataset(
     pairs: tf.data.Dataset,
     source_tokenizer: Tokenizer,
@@ -180,6 +201,7 @@ def make_dataset(
     seed: int | None = None,
     repeat: bool = False,
     drop_too_long: bool = True,
+    cache: bool = False,
 ) -> tf.data.Dataset:
     """Batches for `model.fit`: `({"encoder_tokens", "decoder_tokens"}, labels)`.
 
@@ -209,8 +231,8 @@ def make_dataset(
             77% real tokens, against 24 shapes and 83%). Use it with
             `jit_compile=True`, where each new shape is compiled anew (about
             10 s each on a 2-core CPU; KNOWN_TRAPS 9).
-        shuffle: shuffle pairs (in a buffer of `shuffle_buffer`) before
-            bucketing, and batches after.
+        shuffle: shuffle tokenized pairs (in a buffer of `shuffle_buffer`)
+            before bucketing, and batches after.
         shuffle_buffer: pairs in the shuffle buffer.
         seed: seeds both shuffles: the same seed gives the same batches in
             the same order (tf.data determinism is kept on).
@@ -224,6 +246,11 @@ def make_dataset(
             target to `max_length - 1` pieces before END, so the model learns
             to end truncated sentences: use only when few are affected).
             Pairs whose source has no piece at all are always dropped.
+        cache: tokenize the corpus once and keep the token ids in memory
+            (about 4 bytes a token: 6 MB for Multi30k's 29k pairs); every
+            later pass shuffles and buckets from there instead of reading
+            and tokenizing the text again, which on a 2-core machine takes
+            a core away from training.
 
     Returns:
         A `tf.data.Dataset` of `({"encoder_tokens": int32 (B, S),
@@ -251,12 +278,6 @@ def make_dataset(
             "smaller batch_size_multiple"
         )
     batch_sizes = _batch_sizes(boundaries, batch_tokens, batch_size_multiple)
-
-    dataset = pairs
-    if shuffle:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        dataset = dataset.repeat()
 
     num_buckets = len(boundaries)
     boundaries_tensor = tf.constant(boundaries, tf.int64)
@@ -288,32 +309,43 @@ def make_dataset(
         if pad_sides_together:
             source_buckets = target_buckets = tf.maximum(source_buckets, target_buckets)
         keys = source_buckets * num_buckets + target_buckets  # (N,)
-        # Dense at `max_length`, so that rows unbatch as plain tensors; each
-        # batch is cut down to its bucket lengths after grouping.
-        shape = [None, max_length]
+        # Unpadded rows: the cache and the shuffle buffer hold real tokens
+        # only; each batch is padded to its bucket lengths after grouping.
         return (
             tf.boolean_mask(keys, keep),  # (N',)
-            tf.ragged.boolean_mask(source_ids, keep).to_tensor(PAD_ID, shape=shape),
-            tf.ragged.boolean_mask(decoder_tokens, keep).to_tensor(PAD_ID, shape=shape),
-            tf.ragged.boolean_mask(labels, keep).to_tensor(PAD_ID, shape=shape),
-        )  # (N',), (N', max_length) x 3
+            tf.ragged.boolean_mask(tf.cast(source_ids, tf.int32), keep),  # (N', None)
+            tf.ragged.boolean_mask(decoder_tokens, keep),  # (N', None)
+            tf.ragged.boolean_mask(labels, keep),  # (N', None)
+        )
 
     def batch_group(key, window):
         source_length = boundaries_tensor[key // num_buckets]
         target_length = boundaries_tensor[key % num_buckets]
-        return window.batch(batch_sizes_tensor[key]).map(
+
+        def pad(rows, length):  # ragged (B, None) -> (B, length)
+            return rows.to_tensor(PAD_ID, shape=tf.stack([rows.nrows(), length]))
+
+        return window.ragged_batch(batch_sizes_tensor[key]).map(
             lambda keys, source, decoder_tokens, labels: (
-                source[:, :source_length],  # (B, S)
-                decoder_tokens[:, :target_length],  # (B, T)
-                labels[:, :target_length],  # (B, T)
+                pad(source, source_length),  # (B, S)
+                pad(decoder_tokens, target_length),  # (B, T)
+                pad(labels, target_length),  # (B, T)
             )
         )
 
     dataset = (
-        dataset.batch(_TOKENIZE_BATCH)
+        pairs.batch(_TOKENIZE_BATCH)
         .map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
         .unbatch()
-        .group_by_window(
+    )
+    if cache:
+        dataset = dataset.cache()
+    if shuffle:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = (
+        dataset.group_by_window(
             key_func=lambda key, *sequences: key,
             reduce_func=batch_group,
             window_size_func=lambda key: batch_sizes_tensor[key],

@@ -211,14 +211,17 @@ def test_monitoring_settings_are_validated(settings, match):
         TrainConfig(**settings)
 
 
-def test_bucket_width_auto_is_one_per_length_without_xla_and_coarse_with_it():
+def test_bucket_boundaries_auto_are_geometric_without_xla_and_coarse_with_it():
+    from keras_s2s import data
     from keras_s2s.config import TrainConfig
-    from keras_s2s.training.trainer import train_bucket_width
+    from keras_s2s.training.trainer import train_bucket_boundaries
 
-    assert train_bucket_width(TrainConfig(), jit_compile=False) == 1
-    assert train_bucket_width(TrainConfig(), jit_compile=True) == 8
-    assert train_bucket_width(TrainConfig(bucket_width=4), jit_compile=False) == 4
-    assert train_bucket_width(TrainConfig(bucket_width=4), jit_compile=True) == 4
+    auto = train_bucket_boundaries(TrainConfig(), 128, jit_compile=False)
+    assert auto == data.geometric_bucket_boundaries(128)
+    assert len(auto) <= 32  # bounded shapes: the memory of a run stays flat
+    assert train_bucket_boundaries(TrainConfig(), 128, jit_compile=True) == list(range(8, 129, 8))
+    for jit in (False, True):
+        assert train_bucket_boundaries(TrainConfig(bucket_width=4), 16, jit) == [4, 8, 12, 16]
     with pytest.raises(ValueError, match=r"`bucket_width` must be a non-negative integer"):
         TrainConfig(bucket_width=-1)
 
@@ -288,3 +291,49 @@ def test_accumulation_through_train_counts_updates(tmp_path):
     assert np.isfinite(history["loss"]).all()
     reloaded = keras.saving.load_model(str(tmp_path / "run" / "model.keras"))
     assert reloaded.optimizer.accumulation_steps == 2
+
+
+def test_an_epoch_of_many_lengths_has_few_batch_shapes_and_one_train_trace(tmp_path):
+    # The cause of a Multi30k run growing to 8 GiB: every distinct batch
+    # shape keeps oneDNN primitives and allocator pools alive for the whole
+    # run. Over an epoch with every length from 1 to 120 words, the trainer's
+    # batches must come in a bounded set of shapes (one per bucket), and the
+    # train function must be traced once, not once per shape.
+    from keras_s2s import data
+    from keras_s2s.models import build_transformer
+    from keras_s2s.training import compile_model
+    from keras_s2s.training.settings import make_configs
+    from keras_s2s.training.trainer import train_bucket_boundaries, training_dataset
+
+    from bench.train_probe import traced_functions
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(50)]
+    pairs = [
+        (" ".join(rng.choice(words, n)), " ".join(rng.choice(words, max(1, n - 2))))
+        for n in list(range(1, 121)) * 6
+    ]
+    model_settings, train_config = make_configs(
+        dict(TINY_SETTINGS, max_length=128, batch_tokens=2048, vocabulary_size=50)
+    )
+    tokenizers = data.train_tokenizers(pairs, tmp_path, vocabulary_size=50)
+    model_config = ModelConfig(
+        source_vocabulary_size=tokenizers[0].vocabulary_size,
+        target_vocabulary_size=tokenizers[1].vocabulary_size,
+        **model_settings,
+    )
+    epoch = training_dataset(pairs, tokenizers, model_config, train_config, training=True, repeat=False)
+    shapes = data.padding_statistics(epoch).shapes
+    buckets = len(train_bucket_boundaries(train_config, 128, jit_compile=False))
+    # One full-size shape per bucket, plus each bucket's last, smaller batch.
+    assert len({(s, t) for _, s, t in shapes}) <= buckets <= 32
+    assert len(shapes) <= 2 * buckets
+
+    model = build_transformer(model_config)
+    compile_model(model, train_config, steps_per_epoch=10)
+    repeated = training_dataset(pairs, tokenizers, model_config, train_config, training=True, repeat=True)
+    model.fit(repeated, epochs=1, steps_per_epoch=sum(shapes.values()), verbose=0)
+    # Keras traces its per-batch function once for the first shape, then
+    # once more with unknown dimensions (reduce_retracing), and never again.
+    traces = traced_functions(model.train_function)
+    assert traces and max(traces.values()) <= 2, traces
