@@ -156,9 +156,8 @@ def venv_versions(venv: str) -> dict:
 
 
 def run(args) -> dict:
-    from keras_s2s.training.settings import make_configs
-
     from bench.multi30k_train import settings_for
+    from keras_s2s.training.settings import make_configs
 
     timed_steps = args.windows * args.window_steps
     values = settings_for(args.config, args.data_dir, args.warmup_epochs, timed_steps, {})
@@ -171,9 +170,9 @@ def run(args) -> dict:
     with open(os.path.join(data_dir, "bin", "dict.de.txt"), encoding="utf-8") as f:
         dictionary_size = 4 + sum(1 for _ in f)  # + <s>, <pad>, </s>, <unk>
 
-    from keras_s2s.config import ModelConfig
-
     import sentencepiece as spm
+
+    from keras_s2s.config import ModelConfig
 
     vocabulary = spm.SentencePieceProcessor(model_file=model_path).get_piece_size()
     model = ModelConfig(source_vocabulary_size=vocabulary, target_vocabulary_size=vocabulary,

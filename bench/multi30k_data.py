@@ -180,8 +180,7 @@ def fairseq_bin_dir(venv: str, model_path: str, data_dir: str, workers: int = 2)
                 lines = read_lines(os.path.join(data_dir, f"{split}.{language}"))
                 with open(os.path.join(text, f"{fairseq_split}.{language}"), "w",
                           encoding="utf-8") as f:
-                    for line in lines:
-                        f.write(" ".join(processor.encode(line, out_type=str)) + "\n")
+                    f.writelines(" ".join(processor.encode(line, out_type=str)) + "\n" for line in lines)
         command = [
             fairseq_command(venv, "fairseq-preprocess"),
             "--source-lang", SOURCE, "--target-lang", TARGET,

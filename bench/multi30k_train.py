@@ -82,12 +82,11 @@ def run(args) -> dict:
     import tensorflow as tf
 
     import keras_s2s
+    from bench.train_probe import StepProbe, instrument_fit, peak_rss_mib, rss_mib
     from keras_s2s import data
     from keras_s2s.config import ModelConfig
     from keras_s2s.training import train
     from keras_s2s.training.settings import make_configs
-
-    from bench.train_probe import StepProbe, instrument_fit, peak_rss_mib, rss_mib
 
     timed_steps = args.windows * args.window_steps
     values = settings_for(args.config, args.data_dir, args.warmup_epochs, timed_steps,
