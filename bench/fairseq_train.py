@@ -147,6 +147,15 @@ def run_fairseq(command: list[str], log_path: str, warmup_epochs: int, windows: 
     }
 
 
+def fairseq_dictionary_size(path: str, padding_factor: int = 8) -> int:
+    """Rows of fairseq's embedding for a dict.txt: its symbols, 4 specials
+    (<s>, <pad>, </s>, <unk>), padded to a multiple of `padding_factor`
+    (fairseq-preprocess's default)."""
+    with open(path, encoding="utf-8") as f:
+        symbols = 4 + sum(1 for line in f if line.strip())
+    return symbols + (-symbols) % padding_factor
+
+
 def venv_versions(venv: str) -> dict:
     code = ("import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
             "('torch', 'fairseq-fixed', 'numpy')}))")
@@ -167,8 +176,7 @@ def run(args) -> dict:
     started = time.perf_counter()
     data_dir, bin_cached = multi30k_data.fairseq_bin_dir(args.venv, model_path, args.data_dir)
     prepare_seconds = time.perf_counter() - started
-    with open(os.path.join(data_dir, "bin", "dict.de.txt"), encoding="utf-8") as f:
-        dictionary_size = 4 + sum(1 for _ in f)  # + <s>, <pad>, </s>, <unk>
+    dictionary_size = fairseq_dictionary_size(os.path.join(data_dir, "bin", "dict.de.txt"))
 
     import sentencepiece as spm
 
@@ -177,9 +185,11 @@ def run(args) -> dict:
     vocabulary = spm.SentencePieceProcessor(model_file=model_path).get_piece_size()
     model = ModelConfig(source_vocabulary_size=vocabulary, target_vocabulary_size=vocabulary,
                         **model_settings).to_dict()
+    # fairseq's output layer has a row per dictionary entry: the pieces seen in
+    # the encoded corpus, 4 specials, padded to a multiple of 8.
     dims = train_metrics.TransformerDims(model["hidden_dim"], model["intermediate_dim"],
                                          model["num_encoder_layers"],
-                                         model["num_decoder_layers"], vocabulary)
+                                         model["num_decoder_layers"], dictionary_size)
     lengths, dropped = multi30k_data.piece_lengths(
         tokenizers, args.data_dir, model["max_length"], train_config.max_source_words)
     flops = train_metrics.corpus_flops(dims, lengths)

@@ -323,3 +323,58 @@ def test_fairseq_log_lines_are_read_as_numbers():
                      "num_updates": 150.0}
     assert fairseq_log.parse_line("2026-12-04 15:00:00 | INFO | fairseq_cli.train | {}") is None
     assert fairseq_log.parse_line(json.dumps({"not": "a log line"})) is None
+
+
+def _inner(update, wps, wpb=3000, epoch=1):
+    # The form of fairseq 0.12's JsonProgressBar.log lines (values are strings).
+    return (f'2026-12-04 15:01:32 | INFO | train_inner | {{"epoch": {epoch}, "update": 0.038, '
+            f'"loss": "13.741", "wps": "{wps}", "ups": "0.06", "wpb": "{wpb}", '
+            f'"bsz": "337.6", "num_updates": "{update}", "train_wall": "90", "wall": "93"}}')
+
+
+def _epoch_end(epoch, updates, wall):
+    # JsonProgressBar.print: every key but "epoch" prefixed with the tag.
+    return (f'2026-12-04 15:03:00 | INFO | train | {{"epoch": {epoch}, "train_loss": "9.9", '
+            f'"train_wps": "2900", "train_num_updates": "{updates}", '
+            f'"train_train_wall": "100", "train_wall": "{wall}"}}')
+
+
+def _records(lines, clock=None):
+    records = []
+    for index, line in enumerate(lines):
+        parsed = fairseq_log.parse_line(line)
+        if parsed:
+            records.append(fairseq_log.Record(*parsed, seen_at=(clock or {}).get(index),
+                                              rss_mib=1000.0 + index))
+    return records
+
+
+def test_fairseq_windows_start_after_the_warmup_epoch():
+    lines = [_inner(30, 1000), _inner(60, 1000), _inner(90, 1000), _inner(120, 1000),
+             _epoch_end(1, 132, 120), _inner(150, 2000, epoch=2), _inner(180, 3000, 3300, 2),
+             _inner(210, 2500, epoch=2), "2026-12-04 15:04:00 | INFO | fairseq_cli.train | done"]
+    records = _records(lines)
+    assert fairseq_log.warmup_updates(records, 1) == 132
+    assert fairseq_log.warmup_updates(records, 2) is None  # still running
+    # Updates 121-150 straddle the warm-up's end: the first window is 151-180.
+    windows = fairseq_log.timed_windows(records, 1, 30, 5)
+    assert [(w.first_step, w.tokens, w.tokens_per_s) for w in windows] == [
+        (150, 99000, pytest.approx(3000)), (180, 90000, pytest.approx(2500))]
+    assert windows[0].seconds == pytest.approx(33.0)
+    assert windows[0].rss_mib_end == 1006.0  # sampled when its line was read
+    assert len(fairseq_log.timed_windows(records, 0, 30, 3)) == 3
+
+
+def test_fairseq_epochs_count_their_own_updates():
+    lines = [_epoch_end(1, 132, 120), _inner(150, 2000, epoch=2), _epoch_end(2, 264, 230)]
+    epochs = fairseq_log.epochs(_records(lines, clock={0: 100.0, 2: 210.5}))
+    assert [(e["epoch"], e["updates"], e["updates_total"]) for e in epochs] == [
+        (1, 132, 132), (2, 132, 264)]
+    assert epochs[1]["seconds"] == pytest.approx(110.5) and "seconds" not in epochs[0]
+
+
+@pytest.mark.parametrize(("symbols", "size"), [(7788, 7792), (7789, 7800)])
+def test_fairseq_dictionary_rows_add_the_specials_and_pad_to_eight(tmp_path, symbols, size):
+    path = tmp_path / "dict.de.txt"
+    path.write_text("".join(f"piece{i} 1\n" for i in range(symbols)))
+    assert fairseq_train.fairseq_dictionary_size(str(path)) == size
