@@ -125,7 +125,9 @@ def run(args) -> dict:
     windows = train_metrics.split_windows(probe.step_begin, probe.step_end, probe.step_tokens,
                                           warmup_steps, args.window_steps, args.windows,
                                           probe.step_rss_mib)
-    batches_per_epoch = probe.epochs[0]["steps"] if probe.epochs else None
+    # train() passes one pass over the data (counted) as `steps_per_epoch`.
+    batches_per_epoch = probe.steps_per_epoch or (
+        probe.epochs[0]["steps"] if probe.epochs else None)
     shapes_in_warmup = set(probe.step_shapes[:warmup_steps])
     shape_counts: dict[str, int] = {}
     for shape in probe.step_shapes:

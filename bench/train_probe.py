@@ -98,6 +98,7 @@ class StepProbe(keras.callbacks.Callback):
         # First global step after the warm-up.
         self.timed_start: int | None = 0 if warmup_epochs == 0 else None
         self.fit_started: float | None = None
+        self.steps_per_epoch: int | None = None  # as the fit was called
         self.model_ref = None
         self._tokens = self._shape = None
         self._epoch_begin = 0.0
@@ -178,6 +179,7 @@ def instrument_fit(probe: StepProbe):
 
     def fit(self, *args, callbacks=None, **kwargs):
         probe.attach(self)
+        probe.steps_per_epoch = kwargs.get("steps_per_epoch")
         return original_fit(self, *args, callbacks=[*(callbacks or []), probe], **kwargs)
 
     keras.Model.fit = fit

@@ -270,6 +270,7 @@ def test_probe_counts_tokens_shapes_and_traces_and_stops_after_the_timed_steps()
     assert keras.Model.fit is original_fit
     # One warm-up epoch of 3 steps, then 4 timed steps (into the third epoch), then stop.
     assert len(probe.step_end) == 7 and probe.timed_start == 3
+    assert probe.steps_per_epoch == 3
     assert [e["steps"] for e in probe.epochs] == [3, 3, 1]
     assert probe.step_tokens == [4 * 4, 2 * 7, 4 * 4] * 2 + [4 * 4]
     assert set(probe.step_shapes) == {(4, 6, 4, 6, 4, 6), (2, 9, 2, 9, 2, 9)}
