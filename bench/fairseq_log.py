@@ -33,6 +33,7 @@ class Record:
     stats: dict
     seen_at: float | None = None  # when the harness read the line (its clock)
     rss_mib: float | None = None  # fairseq's RSS then (process and its children)
+    cpu_seconds: float | None = None  # fairseq's CPU time so far (process and its children)
 
 
 def parse_line(line: str) -> tuple[str, dict] | None:
@@ -76,16 +77,20 @@ def timed_windows(records: list[Record], warmup_epochs: int, log_interval: int,
     start = warmup_updates(records, warmup_epochs)
     if start is None:
         return []
-    windows = []
+    windows, previous = [], None
     for record in records:
         if record.tag != INNER:
             continue
         first = int(record.stats["num_updates"]) - log_interval
+        cpu = None
+        if previous and previous.cpu_seconds is not None and record.cpu_seconds is not None:
+            cpu = record.cpu_seconds - previous.cpu_seconds  # between the two lines' reading
+        previous = record
         if first < start:
             continue
         tokens = record.stats["wpb"] * log_interval
         windows.append(Window(first, log_interval, tokens / record.stats["wps"],
-                              round(tokens), record.rss_mib))
+                              round(tokens), record.rss_mib, cpu))
         if len(windows) == count:
             break
     return windows

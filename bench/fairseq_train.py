@@ -89,6 +89,36 @@ def max_epochs_needed(warmup_epochs: int, windows: int, window_steps: int, targe
     return warmup_epochs + math.ceil((windows + 1) * window_steps / updates_per_epoch) + 1
 
 
+def tree_pids(pid: int) -> list[int]:
+    """A process and its descendants (fairseq's data-loader workers)."""
+    stack, seen = [pid], []
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children", encoding="utf-8") as f:
+                    stack += [int(child) for child in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return seen
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process and its descendants so far, seconds."""
+    ticks, total = os.sysconf("SC_CLK_TCK"), 0
+    for current in tree_pids(pid):
+        try:
+            with open(f"/proc/{current}/stat", encoding="utf-8") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / ticks
+
+
 def tree_rss_mib(pid: int) -> float | None:
     """VmRSS of a process and its descendants (fairseq's data-loader workers), MiB."""
     total, stack, seen = 0, [pid], set()
@@ -127,7 +157,8 @@ def run_fairseq(command: list[str], log_path: str, warmup_epochs: int, windows: 
                 parsed = fairseq_log.parse_line(line)
                 if parsed:
                     records.append(fairseq_log.Record(*parsed, time.perf_counter(),
-                                                      tree_rss_mib(proc.pid)))
+                                                      tree_rss_mib(proc.pid),
+                                                      tree_cpu_seconds(proc.pid)))
             if pid:
                 break
             enough = len(fairseq_log.timed_windows(records, warmup_epochs, log_interval,

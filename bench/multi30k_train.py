@@ -124,7 +124,7 @@ def run(args) -> dict:
     warmup_steps = probe.timed_start if probe.timed_start is not None else len(probe.step_end)
     windows = train_metrics.split_windows(probe.step_begin, probe.step_end, probe.step_tokens,
                                           warmup_steps, args.window_steps, args.windows,
-                                          probe.step_rss_mib)
+                                          probe.step_rss_mib, probe.step_cpu)
     # train() passes one pass over the data (counted) as `steps_per_epoch`.
     batches_per_epoch = probe.steps_per_epoch or (
         probe.epochs[0]["steps"] if probe.epochs else None)
@@ -174,6 +174,14 @@ def run(args) -> dict:
         "rss_mib_before_train": rss_before_train,
         "rss_mib_fit_start": probe.rss_mib_fit_start,
         "rss_mib_after_first_step": probe.step_rss_mib[0] if probe.step_rss_mib else None,
+        "rss_growth_by_shape": train_metrics.rss_growth_by_shape(
+            probe.step_shapes, probe.step_rss_mib, probe.rss_mib_fit_start),
+        "steps": {  # per global step, in order
+            "seconds": [end - begin for begin, end in zip(probe.step_begin, probe.step_end)],
+            "tokens": probe.step_tokens,
+            "shape": ["x".join(map(str, shape)) for shape in probe.step_shapes],
+            "rss_mib": probe.step_rss_mib,
+        },
         "peak_rss_mib": peak_rss_mib(),
         **train_metrics.summarize(windows, batches_per_epoch, flops.per_target_token,
                                   args.peak_gflops),

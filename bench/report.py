@@ -290,6 +290,7 @@ def multi30k_row(name: str, result: dict | None, process_rss_mib: float | None,
         "seconds_per_epoch": result.get("seconds_per_epoch"),
         "batches_per_epoch": result.get("batches_per_epoch"),
         "tokens_per_step_mean": result.get("tokens_per_step_mean"),
+        "tokens_per_cpu_s_median": result.get("tokens_per_cpu_s_median"),
         "mfu": result.get("mfu"),
         "model_gflops_per_s": result.get("model_gflops_per_s"),
         "flops_per_target_token": result["flops"]["corpus"]["per_target_token"],
@@ -315,6 +316,9 @@ def multi30k_ratios(rows: dict) -> dict:
          "target tokens/s, keras_s2s / fairseq (same run; > 1: keras_s2s faster)"),
         ("seconds_per_epoch",
          "seconds per epoch, keras_s2s / fairseq (same run; < 1: keras_s2s faster)"),
+        ("tokens_per_cpu_s_median",
+         ("target tokens per CPU-second, keras_s2s / fairseq (same run; less sensitive to "
+         "other processes than wall time)")),
         ("peak_rss_mib", "peak RSS, keras_s2s / fairseq (same run)"),
     )
     for key, what in compared:
@@ -350,21 +354,21 @@ def multi30k_markdown(rows: dict, ratios: dict) -> list[str]:
     lines = [
         "Real-data training (Multi30k En→De, the committed config; non-pad target tokens):",
         "",
-        ("| framework | target tokens/s (median; min–max) | s/epoch (batches) | MFU "
-         "| peak RSS MiB | RSS MiB at epoch ends | RSS MiB at window ends "
-         "| batch shapes | train-function traces |"),
-        "|---|---:|---:|---:|---:|---|---|---:|---|",
+        ("| framework | target tokens/s (median; min–max) | tokens per CPU-s "
+         "| s/epoch (batches) | MFU | peak RSS MiB | RSS MiB at epoch ends "
+         "| RSS MiB at window ends | batch shapes | train-function traces |"),
+        "|---|---:|---:|---:|---:|---:|---|---|---:|---|",
     ]
     for row in rows.values():
         if row.get("error"):
-            lines.append(f"| {row['name']} | failed: {row['error'][:80]} | | | | | | | |")
+            lines.append(f"| {row['name']} | failed: {row['error'][:80]} | | | | | | | | |")
             continue
         low, high = row["tokens_per_s_min_max"] or (None, None)
         mfu = row["mfu"] * 100 if row["mfu"] is not None else None
         lines.append(
             f"| {row['framework']} | {fmt(row['tokens_per_s_median'], '.0f')} "
             f"({fmt(low, '.0f')}–{fmt(high, '.0f')}; {row['windows']} × "
-            f"{row['window_steps']} steps) | "
+            f"{row['window_steps']} steps) | {fmt(row['tokens_per_cpu_s_median'], '.0f')} | "
             f"{fmt(row['seconds_per_epoch'], '.0f')} ({fmt(row['batches_per_epoch'], 'd')}) | "
             f"{fmt(mfu, '.1f')}{'%' if mfu is not None else ''} | "
             f"{fmt(row['peak_rss_mib'], '.0f')} | {_mib_list(row['rss_mib_epoch_ends'])} | "

@@ -107,6 +107,7 @@ class Window:
     seconds: float
     tokens: int  # non-pad target tokens
     rss_mib_end: float | None = None  # resident memory after its last step
+    cpu_seconds: float | None = None  # CPU time the process(es) used in it, all threads
 
     @property
     def tokens_per_s(self) -> float:
@@ -114,7 +115,7 @@ class Window:
 
 
 def split_windows(step_begin, step_end, step_tokens, start: int, window_steps: int,
-                  count: int, step_rss_mib=None) -> list[Window]:
+                  count: int, step_rss_mib=None, step_cpu=None) -> list[Window]:
     """Up to `count` windows of `window_steps` steps from global step `start` on.
 
     Args:
@@ -142,7 +143,8 @@ def split_windows(step_begin, step_end, step_tokens, start: int, window_steps: i
             break
         windows.append(Window(first, window_steps, step_end[last] - step_begin[first],
                               int(sum(step_tokens[first:last + 1])),
-                              step_rss_mib[last] if step_rss_mib else None))
+                              step_rss_mib[last] if step_rss_mib else None,
+                              step_cpu[last][1] - step_cpu[first][0] if step_cpu else None))
     return windows
 
 
@@ -166,7 +168,31 @@ def summarize(windows: list[Window], batches_per_epoch: int | None,
         "tokens_per_step_mean": sum(w.tokens for w in windows) / steps,
         "seconds_per_epoch": batches_per_epoch * seconds / steps if batches_per_epoch else None,
     }
+    if all(w.cpu_seconds for w in windows):
+        # Less sensitive than wall time to other processes on a shared machine.
+        out["tokens_per_cpu_s_median"] = statistics.median(
+            w.tokens / w.cpu_seconds for w in windows)
     if flops_per_token:
         out["model_gflops_per_s"] = median * flops_per_token / 1e9
         out["mfu"] = out["model_gflops_per_s"] / peak_gflops if peak_gflops else None
+    return out
+
+
+def rss_growth_by_shape(step_shapes, step_rss_mib, rss_mib_start: float) -> dict:
+    """RSS added by steps with a batch shape not seen before, and by the others.
+
+    Args:
+        step_shapes: per step, its batch shape (any hashable).
+        step_rss_mib: per step, the RSS after it.
+        rss_mib_start: the RSS before the first step.
+    """
+    seen, previous = set(), rss_mib_start
+    out = {"new_shape_steps": 0, "new_shape_mib": 0.0, "seen_shape_steps": 0,
+           "seen_shape_mib": 0.0}
+    for shape, rss in zip(step_shapes, step_rss_mib):
+        kind = "seen_shape" if shape in seen else "new_shape"
+        seen.add(shape)
+        out[f"{kind}_steps"] += 1
+        out[f"{kind}_mib"] += rss - previous
+        previous = rss
     return out

@@ -37,6 +37,12 @@ def rss_mib() -> float:
     return float("nan")
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process so far, all threads, user + system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -93,6 +99,7 @@ class StepProbe(keras.callbacks.Callback):
         self.step_tokens: list[int] = []
         self.step_shapes: list[tuple[int, ...]] = []
         self.step_rss_mib: list[float] = []  # RSS after each step
+        self.step_cpu: list[tuple[float, float]] = []  # process CPU s at its begin, end
         self.rss_mib_fit_start: float | None = None
         self.epochs: list[dict] = []
         # First global step after the warm-up.
@@ -142,10 +149,12 @@ class StepProbe(keras.callbacks.Callback):
         self._epoch_first_step = len(self.step_end)
 
     def on_train_batch_begin(self, batch, logs=None):
+        self._cpu_begin = cpu_seconds()
         self.step_begin.append(time.perf_counter())
 
     def on_train_batch_end(self, batch, logs=None):
         self.step_end.append(time.perf_counter())
+        self.step_cpu.append((self._cpu_begin, cpu_seconds()))
         self.step_tokens.append(int(self._tokens.numpy()))
         self.step_shapes.append(tuple(int(v) for v in np.trim_zeros(self._shape.numpy(), "b")))
         self.step_rss_mib.append(rss_mib())

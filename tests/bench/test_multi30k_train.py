@@ -158,6 +158,22 @@ def test_windows_start_after_the_warmup_and_span_begin_to_end():
     assert [w.seconds for w in windows] == pytest.approx([4.4 - 2.5, 6.4 - 4.5])
 
 
+def test_window_cpu_time_runs_from_its_first_begin_to_its_last_end():
+    cpu = [(0.0, 1.5), (1.6, 3.0), (3.1, 5.0)]
+    windows = train_metrics.split_windows([0, 1, 2], [1, 2, 3], [10, 10, 10], start=1,
+                                          window_steps=2, count=1, step_cpu=cpu)
+    assert windows[0].cpu_seconds == pytest.approx(5.0 - 1.6)
+    summary = train_metrics.summarize(windows, None, None, None)
+    assert summary["tokens_per_cpu_s_median"] == pytest.approx(20 / 3.4)
+
+
+def test_rss_growth_is_split_between_new_and_seen_batch_shapes():
+    growth = train_metrics.rss_growth_by_shape(
+        ["a", "b", "a", "c", "b"], [200.0, 260.0, 261.0, 300.0, 299.0], rss_mib_start=100.0)
+    assert growth == {"new_shape_steps": 3, "new_shape_mib": pytest.approx(100 + 60 + 39),
+                      "seen_shape_steps": 2, "seen_shape_mib": pytest.approx(1 - 1)}
+
+
 def test_split_windows_rejects_ragged_inputs():
     with pytest.raises(ValueError, match="one entry per step; received 2, 1, 2"):
         train_metrics.split_windows([0, 1], [1], [5, 5], 0, 1, 1)
@@ -227,7 +243,7 @@ def test_multi30k_rows_ratios_and_markdown():
     assert ratios["seconds_per_epoch"]["ratio"] == pytest.approx(4 / 3)
     assert ratios["peak_rss_mib"]["ratio"] == pytest.approx(2010 / 1010)
     text = "\n".join(report.multi30k_markdown(rows, ratios))
-    assert "| keras_s2s | 3000 (2990–3010; 2 × 30 steps) | 50 (149) | 20.0% | 2010 |" in text
+    assert "| keras_s2s | 3000 (2990–3010; 2 × 30 steps) | – | 50 (149) | 20.0% | 2010 |" in text
     assert "one_step_on_data 2" in text and "n/a (eager)" in text
     assert "2000 → 2005" in text
     failed = report.multi30k_row(run.MULTI30K_FAIRSEQ, None, 50.0, "exit 1")
@@ -346,7 +362,8 @@ def _records(lines, clock=None):
         parsed = fairseq_log.parse_line(line)
         if parsed:
             records.append(fairseq_log.Record(*parsed, seen_at=(clock or {}).get(index),
-                                              rss_mib=1000.0 + index))
+                                              rss_mib=1000.0 + index,
+                                              cpu_seconds=10.0 * index))
     return records
 
 
@@ -363,6 +380,7 @@ def test_fairseq_windows_start_after_the_warmup_epoch():
         (150, 99000, pytest.approx(3000)), (180, 90000, pytest.approx(2500))]
     assert windows[0].seconds == pytest.approx(33.0)
     assert windows[0].rss_mib_end == 1006.0  # sampled when its line was read
+    assert windows[0].cpu_seconds == pytest.approx(10.0)  # from the previous interval's line
     assert len(fairseq_log.timed_windows(records, 0, 30, 3)) == 3
 
 
