@@ -121,22 +121,16 @@ def tree_cpu_seconds(pid: int) -> float | None:
 
 def tree_rss_mib(pid: int) -> float | None:
     """VmRSS of a process and its descendants (fairseq's data-loader workers), MiB."""
-    total, stack, seen = 0, [pid], set()
-    while stack:
-        current = stack.pop()
-        if current in seen:
-            continue
-        seen.add(current)
+    total, found = 0, False
+    for current in tree_pids(pid):
         try:
             with open(f"/proc/{current}/status", encoding="utf-8") as f:
                 total += next((int(line.split()[1]) for line in f
                                if line.startswith("VmRSS:")), 0)
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children", encoding="utf-8") as f:
-                    stack += [int(child) for child in f.read().split()]
-        except (OSError, ValueError):
+            found = True
+        except OSError:
             continue
-    return total / 1024.0 if seen else None
+    return total / 1024.0 if found else None
 
 
 def run_fairseq(command: list[str], log_path: str, warmup_epochs: int, windows: int,
