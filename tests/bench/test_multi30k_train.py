@@ -397,3 +397,19 @@ def test_fairseq_dictionary_rows_add_the_specials_and_pad_to_eight(tmp_path, sym
     path = tmp_path / "dict.de.txt"
     path.write_text("".join(f"piece{i} 1\n" for i in range(symbols)))
     assert fairseq_train.fairseq_dictionary_size(str(path)) == size
+
+
+def test_fairseq_process_tree_includes_children_and_sums_their_memory():
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert child.pid in fairseq_train.tree_pids(os.getpid())
+        alone = fairseq_train.tree_rss_mib(child.pid)
+        assert fairseq_train.tree_rss_mib(os.getpid()) > alone > 0
+        assert fairseq_train.tree_cpu_seconds(os.getpid()) >= 0
+    finally:
+        child.kill()  # our own child, by its pid
+        child.wait()
+    assert fairseq_train.tree_rss_mib(child.pid) is None
