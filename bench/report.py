@@ -237,6 +237,9 @@ def markdown(results: dict) -> str:
 
         lines += ["", "Real-data decoding (Multi30k test2016, a trained run):", "",
                   markdown_table(results["multi30k_decode"])]
+    if results.get("multi30k_train"):
+        lines += ["", *multi30k_markdown(results["multi30k_train"],
+                                         results.get("multi30k_train_ratios") or {})]
     if results.get("not_measured"):
         lines += ["", "Not measured:"] + [f"- {item}" for item in results["not_measured"]]
     lines += ["", f"Full results: {results['out']} (wall time {results['wall_seconds']:.0f} s)"]
@@ -272,3 +275,110 @@ def load_reference(peers_dir: str) -> dict | None:
         return None
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def multi30k_row(name: str, result: dict | None, process_rss_mib: float | None,
+                 error: str | None) -> dict:
+    """One row of the Multi30k training table from a multi30k-train child's result."""
+    if result is None:
+        return {"name": name, "error": error, "process_peak_rss_mib": process_rss_mib}
+    traces = result.get("train_function_traces")
+    shapes = result.get("batch_shapes")
+    return {
+        "name": name,
+        "framework": result["framework"],
+        "error": None,
+        "tokens_per_s_median": result.get("tokens_per_s_median"),
+        "tokens_per_s_min_max": result.get("tokens_per_s_min_max"),
+        "windows": len(result.get("windows") or []),
+        "window_steps": result["protocol"]["window_steps"],
+        "seconds_per_epoch": result.get("seconds_per_epoch"),
+        "batches_per_epoch": result.get("batches_per_epoch"),
+        "tokens_per_step_mean": result.get("tokens_per_step_mean"),
+        "tokens_per_cpu_s_median": result.get("tokens_per_cpu_s_median"),
+        "mfu": result.get("mfu"),
+        "model_gflops_per_s": result.get("model_gflops_per_s"),
+        "flops_per_target_token": result["flops"]["corpus"]["per_target_token"],
+        # keras_s2s: ru_maxrss of the training process; fairseq: wait4 of fairseq-train.
+        "peak_rss_mib": result.get("peak_rss_mib"),
+        "process_peak_rss_mib": process_rss_mib,
+        "rss_mib_window_ends": [w.get("rss_mib_end") for w in result.get("windows") or []],
+        "rss_mib_epoch_ends": [e.get("rss_mib_end") for e in result.get("epochs") or []],
+        "batch_shapes": shapes["distinct"] if shapes else None,
+        "batch_shapes_new_after_warmup": shapes["new_after_warmup"] if shapes else None,
+        "train_function_traces": traces,
+        "versions": result.get("versions"),
+    }
+
+
+def multi30k_ratios(rows: dict) -> dict:
+    """keras_s2s / fairseq from the same run: tokens/s, seconds per epoch, peak RSS."""
+    ours = rows.get("multi30k-train-keras_s2s") or {}
+    peer = rows.get("multi30k-train-fairseq") or {}
+    out = {}
+    compared = (
+        ("tokens_per_s_median",
+         "target tokens/s, keras_s2s / fairseq (same run; > 1: keras_s2s faster)"),
+        ("seconds_per_epoch",
+         "seconds per epoch, keras_s2s / fairseq (same run; < 1: keras_s2s faster)"),
+        ("tokens_per_cpu_s_median",
+         ("target tokens per CPU-second, keras_s2s / fairseq (same run; less sensitive to "
+         "other processes than wall time)")),
+        ("peak_rss_mib", "peak RSS, keras_s2s / fairseq (same run)"),
+    )
+    for key, what in compared:
+        if ours.get(key) and peer.get(key):
+            out[key] = {"ratio": ours[key] / peer[key], "what": what}
+    return out
+
+
+def _traces(traces) -> str:
+    if traces is None:
+        return "n/a (eager)"
+    return ", ".join(f"{name} {count}" for name, count in traces.items()) or "–"
+
+
+def _mib_list(values) -> str:
+    return " → ".join(fmt(v, ".0f") for v in values) or "–"
+
+
+def multi30k_line(row: dict) -> str:
+    """One line for the console as each job ends."""
+    if row.get("error"):
+        return f"FAILED: {row['error']}"
+    return (f"{fmt(row['tokens_per_s_median'], '.0f')} target tokens/s (median), "
+            f"{fmt(row['seconds_per_epoch'], '.0f')} s/epoch, MFU {fmt(row['mfu'], '.3f')}, "
+            f"peak RSS {fmt(row['peak_rss_mib'], '.0f')} MiB, "
+            f"RSS at window ends {_mib_list(row['rss_mib_window_ends'])} MiB, "
+            f"batch shapes {fmt(row['batch_shapes'], 'd')}, "
+            f"traces {_traces(row['train_function_traces'])}")
+
+
+def multi30k_markdown(rows: dict, ratios: dict) -> list[str]:
+    """The Multi30k training section of the report."""
+    lines = [
+        "Real-data training (Multi30k En→De, the committed config; non-pad target tokens):",
+        "",
+        ("| framework | target tokens/s (median; min–max) | tokens per CPU-s "
+         "| s/epoch (batches) | MFU | peak RSS MiB | RSS MiB at epoch ends "
+         "| RSS MiB at window ends | batch shapes | train-function traces |"),
+        "|---|---:|---:|---:|---:|---:|---|---|---:|---|",
+    ]
+    for row in rows.values():
+        if row.get("error"):
+            lines.append(f"| {row['name']} | failed: {row['error'][:80]} | | | | | | | | |")
+            continue
+        low, high = row["tokens_per_s_min_max"] or (None, None)
+        mfu = row["mfu"] * 100 if row["mfu"] is not None else None
+        lines.append(
+            f"| {row['framework']} | {fmt(row['tokens_per_s_median'], '.0f')} "
+            f"({fmt(low, '.0f')}–{fmt(high, '.0f')}; {row['windows']} × "
+            f"{row['window_steps']} steps) | {fmt(row['tokens_per_cpu_s_median'], '.0f')} | "
+            f"{fmt(row['seconds_per_epoch'], '.0f')} ({fmt(row['batches_per_epoch'], 'd')}) | "
+            f"{fmt(mfu, '.1f')}{'%' if mfu is not None else ''} | "
+            f"{fmt(row['peak_rss_mib'], '.0f')} | {_mib_list(row['rss_mib_epoch_ends'])} | "
+            f"{_mib_list(row['rss_mib_window_ends'])} | {fmt(row['batch_shapes'], 'd')} | "
+            f"{_traces(row['train_function_traces'])} |")
+    lines.append("")
+    lines += [f"- {ratio['what']}: {ratio['ratio']:.2f}" for ratio in ratios.values()]
+    return lines

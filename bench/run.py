@@ -6,13 +6,15 @@ rusage of the child) and every number comes from the same machine state:
 
     matmul peak -> keras_s2s XLA -> A XLA -> keras_s2s no XLA -> A no XLA
     -> keras_s2s bf16 no XLA -> A bf16 no XLA (on CPUs with bf16 units) -> optional peers (--include-peers) -> Multi30k bucketing -> SavedModel
-    serving vs in-process -> matmul peak again
+    serving vs in-process -> Multi30k training, keras_s2s then fairseq (with --data-dir
+    and --fairseq-venv) -> matmul peak again
 
 This process imports no TensorFlow; it starts the children, collects their
 JSON, writes `--out` and prints the markdown report.
 
     python -m bench.run [--quick] [--out bench/results/latest.json] [--repeats N]
                         [--include-peers B,B0,C,Cc,D] [--bf16 auto|yes|no] [--only JOB,...]
+                        [--data-dir MULTI30K_DIR] [--fairseq-venv VENV]
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ import sys
 import tempfile
 import time
 
-from bench import report, workload
+from bench import multi30k_data, report, workload
+from bench.multi30k_train import (
+    DEFAULT_WARMUP_EPOCHS,
+    DEFAULT_WINDOW_STEPS,
+    DEFAULT_WINDOWS,
+)
 from bench.peer_runner import policy_raw_dir
 from bench.s2s_variant import variant_name
 
@@ -49,6 +56,12 @@ DEFAULT_PEERS = "D"
 JOB_TIMEOUT_S = 1200
 # multi30k-decode runs up to 8 decoding children of its own (each under JOB_TIMEOUT_S).
 MULTI30K_DECODE_TIMEOUT_S = 8 * JOB_TIMEOUT_S
+# The Multi30k training jobs: a warm-up epoch and about one timed epoch each,
+# plus tokenization and caches on a first run.
+MULTI30K_TIMEOUT_S = 3600
+MULTI30K_OURS, MULTI30K_FAIRSEQ = "multi30k-train-keras_s2s", "multi30k-train-fairseq"
+# `--only GROUP` selects all of its jobs.
+JOB_GROUPS = {"multi30k-train": (MULTI30K_OURS, MULTI30K_FAIRSEQ)}
 BF16 = "mixed_bfloat16"
 # CPU flags of bfloat16 matmul units. Without them oneDNN emulates bfloat16:
 # on an AVX2-only EPYC the keras_s2s bf16 job trained 4.2x slower than float32
@@ -79,14 +92,33 @@ def parse_args(argv=None):
                              "CPUs with bfloat16 matmul units (avx512_bf16 or amx_bf16)")
     parser.add_argument("--only", default="",
                         help="run only these jobs (comma-separated names as printed, e.g. "
-                             "keras_s2s_jit1,bucketing); the start matmul peak always runs")
+                             "keras_s2s_jit1,bucketing; multi30k-train = both Multi30k "
+                             "training jobs); the start matmul peak always runs")
+    parser.add_argument("--data-dir", default=None,
+                        help="Multi30k folder (train/val/test2016 .en and .de) for the "
+                             "multi30k-train and multi30k-decode jobs; without it they are skipped")
+    parser.add_argument("--fairseq-venv", default=None,
+                        help="virtual environment with fairseq-fixed for the fairseq peers of "
+                             "multi30k-train and multi30k-decode (install line in bench/README.md); "
+                             "without it those peers are skipped")
     # multi30k-decode (bench.multi30k_decode): real-data decoding of a trained run.
-    parser.add_argument("--data-dir", help="multi30k-decode: folder with Multi30k test2016.en/.de")
     parser.add_argument("--run-dir", help="multi30k-decode: a trained Multi30k run directory")
-    parser.add_argument("--fairseq-venv", help="multi30k-decode: a virtualenv with fairseq (peer)")
     parser.add_argument("--fairseq-data-bin", help="multi30k-decode: fairseq-preprocessed Multi30k")
     parser.add_argument("--fairseq-checkpoint", help="multi30k-decode: a fairseq checkpoint")
+    parser.add_argument("--multi30k-warmup-epochs", type=int, default=DEFAULT_WARMUP_EPOCHS,
+                        help="multi30k-train: untimed epochs first (default %(default)s)")
+    parser.add_argument("--multi30k-windows", type=int, default=DEFAULT_WINDOWS,
+                        help="multi30k-train: timed windows (default %(default)s)")
+    parser.add_argument("--multi30k-window-steps", type=int, default=DEFAULT_WINDOW_STEPS,
+                        help="multi30k-train: steps per window (default %(default)s)")
     args = parser.parse_args(argv)
+    if args.multi30k_warmup_epochs < 0:
+        parser.error("--multi30k-warmup-epochs must be non-negative; received "
+                     f"{args.multi30k_warmup_epochs}")
+    for name in ("multi30k_windows", "multi30k_window_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer; "
+                         f"received {getattr(args, name)}")
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats must be a positive integer; received {args.repeats}")
     peers = [p.strip() for p in args.include_peers.split(",") if p.strip()]
@@ -102,7 +134,7 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def plan(args, raw_dir: str):
+def plan(args, raw_dir: str, log_dir: str | None = None):
     """Ordered jobs: (name, kind, argv, result file) plus the reasons for skipped ones."""
     py = sys.executable
     jobs, skipped = [], []
@@ -158,14 +190,47 @@ def plan(args, raw_dir: str):
     jobs.append(("serving", "serving", [py, "-m", "bench.serving", "--out", out], out))
     out = os.path.join(raw_dir, "multi30k_decode.json")
     jobs.append(("multi30k-decode", "multi30k_decode", multi30k_decode_argv(args, out), out))
+    multi30k, multi30k_skipped = multi30k_jobs(args, raw_dir, log_dir or raw_dir)
+    jobs += multi30k
     out = os.path.join(raw_dir, "matmul_peak_end.json")
     jobs.append(("matmul_end", "matmul", [py, "-m", "bench.matmul_peak", "--out", out], out))
     if args.only:
-        known = {job[0] for job in jobs}
-        unknown = sorted(set(args.only) - known)
+        known = {job[0] for job in jobs} | set(multi30k_skipped)
+        wanted = {name for group in args.only for name in JOB_GROUPS.get(group, (group,))}
+        unknown = sorted(set(args.only) - known - set(JOB_GROUPS))
         if unknown:
-            raise SystemExit(f"--only: unknown job(s) {unknown}; jobs are {sorted(known)}")
-        jobs = [job for job in jobs if job[0] == "matmul_start" or job[0] in args.only]
+            raise SystemExit(f"--only: unknown job(s) {unknown}; jobs are "
+                             f"{sorted(known | set(JOB_GROUPS))}")
+        jobs = [job for job in jobs if job[0] == "matmul_start" or job[0] in wanted]
+        multi30k_skipped = {k: v for k, v in multi30k_skipped.items() if k in wanted}
+    return jobs, skipped + [f"{name}: {why}" for name, why in multi30k_skipped.items()]
+
+
+def multi30k_jobs(args, raw_dir: str, log_dir: str):
+    """The Multi30k training jobs (keras_s2s, then fairseq) and {name: why} of skipped ones."""
+    py = sys.executable
+    protocol = ["--warmup-epochs", str(args.multi30k_warmup_epochs),
+                "--windows", str(args.multi30k_windows),
+                "--window-steps", str(args.multi30k_window_steps)]
+    problem = multi30k_data.skip_reason(args.data_dir)
+    if problem:
+        return [], {MULTI30K_OURS: problem, MULTI30K_FAIRSEQ: problem}
+    data_dir = os.path.abspath(args.data_dir)
+    jobs, skipped = [], {}
+    out = os.path.join(raw_dir, MULTI30K_OURS + ".json")
+    jobs.append((MULTI30K_OURS, "multi30k",
+                 [py, "-m", "bench.multi30k_train", "--data-dir", data_dir, "--out", out,
+                  *protocol], out))
+    problem = multi30k_data.fairseq_venv_problem(args.fairseq_venv)
+    if problem:
+        skipped[MULTI30K_FAIRSEQ] = problem
+    else:
+        out = os.path.join(raw_dir, MULTI30K_FAIRSEQ + ".json")
+        jobs.append((MULTI30K_FAIRSEQ, "multi30k",
+                     [py, "-m", "bench.fairseq_train", "--venv",
+                      os.path.abspath(args.fairseq_venv), "--data-dir", data_dir, "--out", out,
+                      "--log", os.path.join(log_dir, MULTI30K_FAIRSEQ + ".fairseq.log"),
+                      *protocol], out))
     return jobs, skipped
 
 
@@ -366,19 +431,22 @@ def main(argv=None) -> int:
         "rows": {},
         "not_measured": [],
     }
-    jobs, skipped = plan(args, raw_dir)
+    jobs, skipped = plan(args, raw_dir, log_dir)
     results["not_measured"] += skipped
     print(results["command"], flush=True)
+    for reason in skipped:
+        print(f"skipped: {reason}", flush=True)
     machine = results["machine"]
     print(f"machine: {machine['cpu_model']}, {machine['cpu_count']} cores, "
           f"load {machine['loadavg_start']}", flush=True)
     try:
         for index, (name, kind, child_argv, result_path) in enumerate(jobs, 1):
-            if kind == "s2s" and results.get("matmul_peak_gflops"):
+            if kind in ("s2s", "multi30k") and results.get("matmul_peak_gflops"):
                 child_argv = [*child_argv, "--peak-gflops", str(results["matmul_peak_gflops"])]
             print(f"[{index}/{len(jobs)}] {name} ...", end=" ", flush=True)
-            timeout_s = MULTI30K_DECODE_TIMEOUT_S if kind == "multi30k_decode" else JOB_TIMEOUT_S
-            job = run_child(child_argv, os.path.join(log_dir, name + ".log"), env, timeout_s)
+            timeouts = {"multi30k_decode": MULTI30K_DECODE_TIMEOUT_S, "multi30k": MULTI30K_TIMEOUT_S}
+            job = run_child(child_argv, os.path.join(log_dir, name + ".log"), env,
+                            timeouts.get(kind, JOB_TIMEOUT_S))
             if result_path is None:  # a peer script names its own file
                 result_path = os.path.join(peer_raw_dir, name + ".json")
             result, error = None, None
@@ -395,6 +463,11 @@ def main(argv=None) -> int:
                   f"{job['other_processes_cores']:.1f} cores meanwhile, the hypervisor "
                   f"took {job['stolen_cores']:.2f})"
                   + (f"  FAILED: {error}" if error else ""), flush=True)
+            if kind == "multi30k":
+                results.setdefault("multi30k_train", {})[name] = report.multi30k_row(
+                    name, result, job["process_peak_rss_mib"], error)
+                print(f"    {report.multi30k_line(results['multi30k_train'][name])}", flush=True)
+                continue
             if result is None:
                 if kind in ("bucketing", "serving", "multi30k_decode"):
                     results[kind] = {"error": error}
@@ -430,6 +503,8 @@ def main(argv=None) -> int:
     results["ratios"] = report.ratios(results["rows"], report.load_reference(workload.PEERS_DIR),
                                       installed_modules)
     results["not_measured"] += not_measured_notes(results, installed_modules)
+    if results.get("multi30k_train"):
+        results["multi30k_train_ratios"] = report.multi30k_ratios(results["multi30k_train"])
     results["machine"]["loadavg_end"] = loadavg()
     others = [run["job"]["other_processes_cores"] for run in results["runs"].values()]
     results["machine"]["other_processes_cores_per_job"] = {
