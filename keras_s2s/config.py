@@ -250,7 +250,7 @@ class TrainConfig:
     tokenizer_type: str = _field("unigram", f"SentencePiece model type: {' or '.join(TOKENIZER_TYPES)}")
     # Batching.
     batch_tokens: int = _field(4096, "token budget of one global batch (source or target side, padded)")
-    bucket_width: int = _field(0, "padded lengths are multiples of this many tokens; 0 = auto: lengths about 10% apart without XLA (few shapes, little padding), multiples of 8 with XLA (fewer shapes to compile)")
+    bucket_width: int = _field(0, "padded lengths are multiples of this many tokens; 0 = auto: 1 without XLA (least padding, many shapes), 8 with XLA (few shapes to compile)")
     shuffle_buffer: int = _field(20000, "examples in the shuffle buffer")
     # Optimisation.
     epochs: int = _field(10, "number of epochs")

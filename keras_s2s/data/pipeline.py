@@ -165,27 +165,6 @@ def default_bucket_boundaries(max_length: int, step: int = 8) -> list[int]:
     return [*range(step, max_length, step), max_length]
 
 
-def geometric_bucket_boundaries(max_length: int, first: int = 8, growth: float = 1.1) -> list[int]:
-    """Padded lengths growing by about `growth` each: [8, 9, 10, .., 16, 18, 20, 22, .., max_length].
-
-    Padding stays under about `growth - 1` of each batch (Multi30k: 91.5%
-    real tokens with 1.1, against 93% with one bucket per length and 76%
-    with multiples of 8), while the number of buckets, and so of batch
-    shapes, grows only with the logarithm of `max_length` (31 up to 128).
-    Each distinct batch shape costs memory that TensorFlow keeps for the
-    whole run (oneDNN primitives and allocator pools), so one bucket per
-    length made a Multi30k run grow to gigabytes.
-    """
-    _check_positive_int("max_length", max_length)
-    _check_positive_int("first", first)
-    if not growth > 1.0:
-        raise ValueError(f"`growth` must be greater than 1; received growth={growth!r}")
-    boundaries = [min(first, max_length)]
-    while boundaries[-1] < max_length:
-        boundaries.append(min(max_length, max(boundaries[-1] + 1, round(boundaries[-1] * growth))))
-    return boundaries
-
-
 def make_dataset(
     pairs: tf.data.Dataset,
     source_tokenizer: Tokenizer,

@@ -158,17 +158,14 @@ def freeze(model, *, embeddings=False, encoder=False):
 def train_bucket_boundaries(train_config: TrainConfig, max_length: int, jit_compile: bool) -> list[int]:
     """Padded lengths of the training batches (`--bucket_width`, 0 = auto).
 
-    Every distinct batch shape is a cost TensorFlow keeps for the whole run
-    (oneDNN primitives, allocator pools; with XLA a compilation), so the
-    set of shapes must stay small. Auto: buckets about 10% apart without XLA
-    (31 up to 128 tokens, 91.5% real tokens on Multi30k), multiples of 8
-    with XLA (16, fewer compilations, 76% real tokens).
+    Without XLA a new batch shape costs no compilation, so every length gets
+    its own bucket (93% real tokens on Multi30k against 76% with width 8);
+    XLA compiles once per shape, so it gets a few coarse buckets. (Each
+    distinct shape still holds memory for the whole run without XLA: about
+    170 MiB a shape on Multi30k, bench/README.md "multi30k-train".)
     """
-    if train_config.bucket_width:
-        return data.default_bucket_boundaries(max_length, train_config.bucket_width)
-    if jit_compile:
-        return data.default_bucket_boundaries(max_length, 8)
-    return data.geometric_bucket_boundaries(max_length)
+    width = train_config.bucket_width or (8 if jit_compile else 1)
+    return data.default_bucket_boundaries(max_length, width)
 
 
 def training_dataset(

@@ -10,7 +10,6 @@ from keras_s2s.data.corpus import CorpusStats
 from keras_s2s.data.pipeline import (
     decoder_io,
     default_bucket_boundaries,
-    geometric_bucket_boundaries,
     make_dataset,
     padded_decoder_io,
     padding_statistics,
@@ -271,17 +270,6 @@ def test_padding_sides_together_gives_one_shape_per_bucket(pairs, tokenizers):
     assert len(stats.shapes) <= len(BOUNDARIES)
     batches = unpack(dataset(pairs, tokenizers, pad_sides_together=True))
     assert examples(batches) == collections.Counter(fitting(reference_ids(pairs, tokenizers)))
-
-
-def test_geometric_bucket_boundaries_grow_by_about_ten_percent():
-    boundaries = geometric_bucket_boundaries(128)
-    assert boundaries[:10] == [8, 9, 10, 11, 12, 13, 14, 15, 16, 18]
-    assert boundaries[-1] == 128 and len(boundaries) == 31
-    steps = [b / a for a, b in zip(boundaries[8:-1], boundaries[9:-1])]
-    assert all(1.05 <= step <= 1.15 for step in steps), steps
-    assert geometric_bucket_boundaries(5) == [5]
-    with pytest.raises(ValueError, match=r"`growth` must be greater than 1; received growth=1.0"):
-        geometric_bucket_boundaries(64, growth=1.0)
 
 
 def test_cached_dataset_gives_the_same_batches_as_uncached(pairs, tokenizers):
