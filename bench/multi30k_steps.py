@@ -1,0 +1,100 @@
+"""Quick A/B of Multi30k training steps: the committed recipe's model, batches and optimizer.
+
+Not a `bench.run` job (`--only multi30k-train` is the measurement against fairseq): one
+process that times `--steps` fit steps after `--skip` warm-up steps and prints one JSON line
+(median step, target tokens/s, distinct batch shapes, peak RSS). For interleaved A/B runs of
+two checkouts, run it from each with `PYTHONPATH=CHECKOUT` (the script's own folder would
+otherwise decide which keras_s2s is imported), or of settings with `--set KEY=JSON`:
+
+    python -m bench.multi30k_steps --data-dir DIR [--steps 40] [--skip 10] \
+        [--set 'precision="mixed_bfloat16"' bucket_width=8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+
+import keras_s2s  # noqa: F401  (before TensorFlow: runtime settings)
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_s2s import data
+from keras_s2s.config import ModelConfig
+from keras_s2s.models import build_transformer
+from keras_s2s.training import settings
+from keras_s2s.training.strategy import set_precision
+from keras_s2s.training.trainer import compile_model, training_dataset
+
+CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), "training", "configs",
+                      "multi30k_en_de.json")
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class StepClock(keras.callbacks.Callback):
+    """Wall time of every train step (eager dispatch is synchronous on CPU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds.append(time.perf_counter() - self.started)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.multi30k_steps", description=__doc__)
+    parser.add_argument("--data-dir", required=True, help="Multi30k folder with train.en, train.de")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--skip", type=int, default=10, help="untimed first steps")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
+                        help="settings over the committed config, e.g. bucket_width=8")
+    parser.add_argument("--tokenizer-dir", default=os.path.join(
+        os.environ.get("TMPDIR", "/tmp"), "keras_s2s_multi30k_steps_tokenizers"))
+    args = parser.parse_args(argv)
+    corpus = (os.path.join(args.data_dir, "train.en"), os.path.join(args.data_dir, "train.de"))
+
+    values = settings.load_config_file(CONFIG)
+    values.update(train=",".join(corpus), valid="", test="")
+    for item in args.set:
+        key, value = item.split("=", 1)
+        values[key] = json.loads(value)
+    model_values, train_config = settings.make_configs(values)
+    if not os.path.exists(os.path.join(args.tokenizer_dir, "shared.model")):
+        data.train_tokenizers(data.read_corpus(corpus), args.tokenizer_dir, vocabulary_size=8000,
+                              shared=True, model_type="bpe")
+    tokenizers = data.load_tokenizers(args.tokenizer_dir)
+    model_config = ModelConfig(source_vocabulary_size=tokenizers[0].vocabulary_size,
+                               target_vocabulary_size=tokenizers[1].vocabulary_size, **model_values)
+    policy = set_precision(train_config.precision, tf.distribute.get_strategy())
+    dataset = training_dataset(corpus, tokenizers, model_config, train_config, training=True,
+                               repeat=True).take(args.steps)
+    # The same seeded batches again, for their target tokens and shapes (not timed).
+    labels = [y.numpy() for _, y in dataset]
+    shapes = {tuple(x["decoder_tokens"].shape) for x, _ in dataset}
+    model = build_transformer(model_config)
+    compile_model(model, train_config, steps_per_epoch=150)
+    clock = StepClock()
+    model.fit(dataset, epochs=1, steps_per_epoch=args.steps, callbacks=[clock], verbose=0)
+    seconds = np.array(clock.seconds[args.skip:])
+    tokens = np.array([np.count_nonzero(y) for y in labels[args.skip:]])
+    print(json.dumps({
+        "policy": policy, "set": args.set, "median_step_s": float(np.median(seconds)),
+        "target_tokens_per_s": float(tokens.sum() / seconds.sum()),
+        "batch_shapes": len(shapes), "first_step_s": clock.seconds[0],
+        "peak_rss_mib": peak_rss_mib(),
+    }))
+
+
+if __name__ == "__main__":
+    main()
