@@ -18,11 +18,11 @@ import os
 import resource
 import time
 
-import keras_s2s  # noqa: F401  (before TensorFlow: runtime settings)
 import keras
 import numpy as np
 import tensorflow as tf
 
+import keras_s2s  # noqa: F401  (before TensorFlow: runtime settings)
 from keras_s2s import data
 from keras_s2s.config import ModelConfig
 from keras_s2s.models import build_transformer
