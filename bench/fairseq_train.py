@@ -7,7 +7,7 @@ config (bench.multi30k_data caches both). Its flags are the recipe of issue
 17 with the architecture read from the keras_s2s config: Transformer, all
 embeddings shared, Adam (0.9, 0.98), lr 0.005, inverse-sqrt warm-up,
 label-smoothed cross-entropy 0.1, `--max-tokens` = the config's
-`batch_tokens`, `--update-freq` 1 (keras_s2s does not accumulate), and no
+`batch_tokens`, `--update-freq` 1 (the committed config's `accumulation_steps`), and no
 validation (`--disable-validation`) nor checkpoints (`--no-save`).
 
 Timing: fairseq's own meters. `--log-interval` = `--window-steps`, and each
@@ -286,8 +286,8 @@ def main(argv=None) -> None:
     parser.add_argument("--window-steps", type=int, default=DEFAULT_WINDOW_STEPS,
                         help="updates per timed window = --log-interval (default %(default)s)")
     parser.add_argument("--update-freq", type=int, default=1,
-                        help="fairseq's --update-freq (default %(default)s: keras_s2s does "
-                             "not accumulate gradients)")
+                        help="fairseq's --update-freq (default %(default)s, as the committed "
+                             "config's accumulation_steps)")
     args = parser.parse_args(argv)
     for problem in (multi30k_data.skip_reason(args.data_dir),
                     multi30k_data.fairseq_venv_problem(args.venv)):
