@@ -19,8 +19,8 @@ from sacremoses.corpus import NonbreakingPrefixes
 
 from keras_s2s import data
 from keras_s2s.config import ModelConfig, check_load_precision
-from keras_s2s.training.losses import MaskedCrossEntropy, masked_accuracy
-from keras_s2s.training.trainer import count_batches
+from keras_s2s.data.pipeline import count_batches
+from keras_s2s.losses import MaskedCrossEntropy, masked_accuracy
 from keras_s2s.translator import Translator, length_sorted_batches
 
 HYPOTHESES_FILE = "hypotheses.txt"

@@ -42,10 +42,9 @@ import tensorflow as tf
 
 from keras_s2s import decoding
 from keras_s2s.config import ModelConfig
-from keras_s2s.data.tokenizers import END_ID, START_ID, load_tokenizers
+from keras_s2s.data.tokenizers import END_ID, START_ID, TOKENIZER_FILES, load_tokenizers
 from keras_s2s.files import atomic_directory
 from keras_s2s.models import CONFIG_FILE, TransformerParts, load_run_model
-from keras_s2s.training.trainer import TOKENIZER_FILES
 from keras_s2s.translator import prepare_sources
 
 WARMUP_FILE = "tf_serving_warmup_requests"

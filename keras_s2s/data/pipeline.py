@@ -347,6 +347,14 @@ def make_dataset(
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+def count_batches(dataset) -> int:
+    """Batches in one pass of a finite dataset (reads it once)."""
+    count = int(dataset.reduce(0, lambda count, _: count + 1))
+    if not count:
+        raise ValueError("the corpus yielded no batch: is it empty, or is every pair too long?")
+    return count
+
+
 @dataclasses.dataclass
 class PaddingStats:
     """How much of the batches is real tokens, and which shapes they have.

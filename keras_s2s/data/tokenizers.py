@@ -32,6 +32,7 @@ import io
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable
 
@@ -612,3 +613,26 @@ def _write_atomically(path: str, data: bytes) -> None:
 def _check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer; received {name}={value!r}")
+
+
+# Every file a run directory's tokenizers can consist of (trained SentencePiece
+# models, or an imported Marian model's pieces and vocabulary).
+TOKENIZER_FILES = ("shared.model", "shared.vocab", "source.model", "source.vocab",
+                   "target.model", "target.vocab",
+                   SOURCE_SENTENCEPIECE_FILE, TARGET_SENTENCEPIECE_FILE, VOCABULARY_FILE)
+
+
+def copy_tokenizers(from_dir: str, to_dir: str) -> None:
+    """Copies the tokenizer files `from_dir` has into `to_dir`."""
+    for name in TOKENIZER_FILES:
+        path = os.path.join(from_dir, name)
+        if os.path.exists(path):
+            shutil.copyfile(path, os.path.join(to_dir, name))
+
+
+def has_tokenizers(directory: str) -> bool:
+    """Whether `load_tokenizers(directory)` has tokenizers to load."""
+    return any(
+        os.path.exists(os.path.join(directory, name))
+        for name in ("shared.model", "source.model", VOCABULARY_FILE)
+    )

@@ -26,15 +26,10 @@ import shutil
 import keras
 import numpy as np
 
+from keras_s2s.data.tokenizers import copy_tokenizers, has_tokenizers
 from keras_s2s.files import atomic_directory
 from keras_s2s.models import CONFIG_FILE, MODEL_FILE, load_run_model
-from keras_s2s.training.trainer import (
-    HISTORY_CSV,
-    METRICS_FILE,
-    TRAIN_CONFIG_FILE,
-    copy_tokenizers,
-    has_tokenizers,
-)
+from keras_s2s.training.trainer import HISTORY_CSV, METRICS_FILE, TRAIN_CONFIG_FILE
 
 CHECKPOINTS_DIR = "checkpoints"
 AVERAGED_FILE = "averaged.json"

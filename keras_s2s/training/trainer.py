@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 
 import keras
@@ -29,9 +28,17 @@ import tensorflow as tf
 
 from keras_s2s import data
 from keras_s2s.config import ModelConfig, TrainConfig
-from keras_s2s.models import CONFIG_FILE, MODEL_FILE, TransformerParts, build_transformer, load_run_model
+from keras_s2s.data.pipeline import count_batches
+from keras_s2s.data.tokenizers import copy_tokenizers, has_tokenizers
+from keras_s2s.losses import MaskedCrossEntropy, masked_accuracy
+from keras_s2s.models import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    TransformerParts,
+    build_transformer,
+    load_run_model,
+)
 from keras_s2s.training.callbacks import TimeBudget, ValidationBleu
-from keras_s2s.training.losses import MaskedCrossEntropy, masked_accuracy
 from keras_s2s.training.schedules import WarmupCosine, WarmupInverseSqrt
 from keras_s2s.training.strategy import make_strategy, set_precision
 from keras_s2s.training.update import AdamW
@@ -61,26 +68,6 @@ def resolve_corpus(spec: str, split: str, run_dir: str, train_config: TrainConfi
         source, target = spec.split(",", 1)
         return (source, target)
     return spec
-
-
-TOKENIZER_FILES = ("shared.model", "shared.vocab", "source.model", "source.vocab",
-                   "target.model", "target.vocab",
-                   # an imported Marian model (data.tokenizers.VocabularyTokenizer)
-                   "source.spm", "target.spm", "vocabulary.json")
-
-
-def copy_tokenizers(from_dir: str, to_dir: str) -> None:
-    for name in TOKENIZER_FILES:
-        path = os.path.join(from_dir, name)
-        if os.path.exists(path):
-            shutil.copyfile(path, os.path.join(to_dir, name))
-
-
-def has_tokenizers(directory: str) -> bool:
-    return any(
-        os.path.exists(os.path.join(directory, name))
-        for name in ("shared.model", "source.model", "vocabulary.json")
-    )
 
 
 def make_optimizer(train_config: TrainConfig, steps_per_epoch: int | None):
@@ -197,14 +184,6 @@ def training_dataset(
         repeat=repeat,
         cache=True,
     )
-
-
-def count_batches(dataset) -> int:
-    """Batches in one pass of a finite dataset (reads it once)."""
-    count = int(dataset.reduce(0, lambda count, _: count + 1))
-    if not count:
-        raise ValueError("the corpus yielded no batch: is it empty, or is every pair too long?")
-    return count
 
 
 def _is_chief(strategy) -> bool:

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from keras_s2s.config import TrainConfig
-from keras_s2s.training.losses import MaskedCrossEntropy
+from keras_s2s.losses import MaskedCrossEntropy
 from keras_s2s.training.trainer import make_optimizer
 from keras_s2s.training.update import AdamW, BatchTokens
 from tests.training import distributed_job

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_s2s.training.losses import MaskedCrossEntropy
+from keras_s2s.losses import MaskedCrossEntropy
 
 
 def _reference(labels, logits, smoothing):
