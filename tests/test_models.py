@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_s2s import build_transformer
+from keras_s2s import ModelConfig, build_transformer
 from keras_s2s.models import TransformerParts, load_run_model
 from tests.helpers import batch, make_config, make_model, make_tied_model
 
