@@ -51,14 +51,17 @@ def _policies(layer):
     return {sub.path: sub.dtype_policy.name for sub in layer._flatten_layers()}
 
 
-def _check_mixed_precision(layer_class, init_kwargs, arrays, call_kwargs, reference):
+def _check_mixed_precision(layer_class, init_kwargs, arrays, call_kwargs, reference,
+                           expected_policy=MIXED):
     """The layer under `mixed_bfloat16`, with the weights of the float32 `reference`.
 
     Every sublayer must carry the policy and keep it through a `.keras` reload
     while the global policy is float32 (a sublayer created without its parent's
     policy takes the global one on load, and the reloaded model then mixes
     bfloat16 and float32); variables stay float32; outputs stay close to the
-    float32 ones; a fit step still lowers the loss.
+    float32 ones; a fit step still lowers the loss. `expected_policy` is the
+    policy the layer and its sublayers must end up with: MIXED, or "float32"
+    for a layer that is float32 by design under every policy.
     """
     kwargs = {name: _with_policy(value, MIXED) for name, value in init_kwargs.items()}
     layer = layer_class(**kwargs, dtype=MIXED)
@@ -66,7 +69,9 @@ def _check_mixed_precision(layer_class, init_kwargs, arrays, call_kwargs, refere
     layer.set_weights(reference.get_weights())
     model = _functional(layer, arrays, call_kwargs)
     policies = _policies(layer)
-    assert set(policies.values()) == {MIXED}, f"sublayers without the parent's policy: {policies}"
+    assert set(policies.values()) == {expected_policy}, (
+        f"sublayers without the parent's policy: {policies}"
+    )
     variable_dtypes = {v.path: v.dtype for v in layer.weights}
     assert set(variable_dtypes.values()) <= {"float32"}, variable_dtypes
 
@@ -80,13 +85,13 @@ def _check_mixed_precision(layer_class, init_kwargs, arrays, call_kwargs, refere
         path = os.path.join(tmp, "layer.keras")
         model.save(path)
         reloaded = keras.saving.load_model(path)  # global policy: float32
-    assert set(_policies(reloaded.layers[-1]).values()) == {MIXED}
+    assert set(_policies(reloaded.layers[-1]).values()) == {expected_policy}
     np.testing.assert_allclose(np.asarray(reloaded(arrays)).astype("float32"), outputs, atol=1e-6)
 
     _fit_step_lowers_the_loss(model, arrays, outputs)
 
 
-def run_layer_checks(layer_class, init_kwargs, inputs, call_kwargs=None):
+def run_layer_checks(layer_class, init_kwargs, inputs, call_kwargs=None, mixed_policy=MIXED):
     """Runs the shared checks; returns the eager outputs.
 
     Args:
@@ -94,6 +99,8 @@ def run_layer_checks(layer_class, init_kwargs, inputs, call_kwargs=None):
         init_kwargs: constructor arguments.
         inputs: one array or a list of arrays, passed positionally.
         call_kwargs: extra keyword arguments of `call` (non-tensor).
+        mixed_policy: the policy the layer keeps when built under
+            `mixed_bfloat16`; "float32" for a layer that is float32 by design.
     """
     call_kwargs = call_kwargs or {}
     arrays = _as_list(inputs)
@@ -125,7 +132,7 @@ def run_layer_checks(layer_class, init_kwargs, inputs, call_kwargs=None):
     np.testing.assert_allclose(np.asarray(reloaded(arrays)), outputs, atol=1e-6)
 
     # The same layer under mixed_bfloat16, before the fit step moves the weights.
-    _check_mixed_precision(layer_class, init_kwargs, arrays, call_kwargs, layer)
+    _check_mixed_precision(layer_class, init_kwargs, arrays, call_kwargs, layer, mixed_policy)
 
     _fit_step_lowers_the_loss(model, arrays, outputs)
     return outputs

@@ -7,7 +7,9 @@ from tests.layer_checks import run_layer_checks
 
 
 def test_layer_checks(rng):
-    run_layer_checks(LogitsBias, dict(vocabulary_size=7), rng.normal(size=(2, 3, 7)).astype("float32"))
+    # float32 by design under every policy (the logits feed the softmax and the search).
+    run_layer_checks(LogitsBias, dict(vocabulary_size=7), rng.normal(size=(2, 3, 7)).astype("float32"),
+                     mixed_policy="float32")
 
 
 def test_adds_one_bias_per_vocabulary_entry_and_keeps_the_mask(rng):
