@@ -11,9 +11,24 @@ import json
 import os
 from typing import Any
 
+from keras_s2s.checks import (
+    check_bool,
+    check_choice,
+    check_non_negative_int,
+    check_non_negative_number,
+    check_number_in,
+    check_positive_int,
+    check_positive_number,
+)
+
+# The choices of the architecture options, defined here once; the layers that
+# take them (residual.py, positional_embedding.py) import them from here.
 NORM_POSITIONS = ("pre", "post")
 POSITION_KINDS = ("sinusoidal", "learned")
 TIE_EMBEDDINGS = ("none", "target", "all")
+# Column order of the sinusoidal table: "interleaved" puts sin and cos of one
+# frequency side by side (sin, cos, sin, cos, ...), as in "Attention is all
+# you need"; "halves" puts every sin first, then every cos (Marian, fairseq).
 SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
 
 
@@ -84,7 +99,7 @@ class ModelConfig:
             "num_decoder_layers",
             "max_length",
         ):
-            _check_positive_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         for name in ("source_vocabulary_size", "target_vocabulary_size"):
             if getattr(self, name) < 2:
                 raise ValueError(
@@ -96,13 +111,7 @@ class ModelConfig:
                 "`num_heads` must divide `hidden_dim`; received "
                 f"hidden_dim={self.hidden_dim}, num_heads={self.num_heads}"
             )
-        if isinstance(self.dropout, bool) or not isinstance(
-            self.dropout, (int, float)
-        ) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(
-                f"`dropout` must be a number in [0, 1); received "
-                f"dropout={self.dropout!r}"
-            )
+        check_number_in("dropout", self.dropout, "[0, 1)")
         if not isinstance(self.layer_norm_epsilon, float) or not (
             self.layer_norm_epsilon > 0
         ):
@@ -110,16 +119,13 @@ class ModelConfig:
                 "`layer_norm_epsilon` must be a positive float; received "
                 f"layer_norm_epsilon={self.layer_norm_epsilon!r}"
             )
-        _check_choice("positions", self.positions, POSITION_KINDS)
-        _check_choice("norm_position", self.norm_position, NORM_POSITIONS)
-        _check_choice("tie_embeddings", self.tie_embeddings, TIE_EMBEDDINGS)
-        _check_choice("sinusoidal_layout", self.sinusoidal_layout, SINUSOIDAL_LAYOUTS)
+        check_choice("positions", self.positions, POSITION_KINDS)
+        check_choice("norm_position", self.norm_position, NORM_POSITIONS)
+        check_choice("tie_embeddings", self.tie_embeddings, TIE_EMBEDDINGS)
+        check_choice("sinusoidal_layout", self.sinusoidal_layout, SINUSOIDAL_LAYOUTS)
         _check_activation(self.activation)
         for name in ("scale_embeddings", "final_logits_bias"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"`{name}` must be true or false; received {name}={getattr(self, name)!r}"
-                )
+            check_bool(name, getattr(self, name))
         if self.final_logits_bias and self.tie_embeddings == "none":
             raise ValueError(
                 "`final_logits_bias` is for tied output projections: the untied one "
@@ -178,13 +184,6 @@ class ModelConfig:
         return cls.from_dict(values)
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer; received {name}={value!r}"
-        )
-
-
 def _check_activation(value: Any) -> None:
     import keras  # here: reading or writing a config needs no Keras otherwise
 
@@ -196,13 +195,6 @@ def _check_activation(value: Any) -> None:
         raise ValueError(
             "`activation` must name a Keras activation such as 'relu', 'gelu' or "
             f"'silu'; received activation={value!r}"
-        )
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {list(choices)}; received {name}={value!r}"
         )
 
 
@@ -288,39 +280,26 @@ class TrainConfig:
         for name in ("builtin_train_size", "max_source_words", "vocabulary_size", "batch_tokens",
                      "shuffle_buffer", "epochs", "beam_size", "backup_every_steps",
                      "accumulation_steps"):
-            _check_positive_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         for name in ("steps_per_epoch", "warmup_steps", "total_steps", "builtin_seed", "seed", "verbose",
                      "validation_bleu_sentences", "early_stopping_patience", "bucket_width"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(
-                    f"`{name}` must be a non-negative integer; received {name}={value!r}"
-                )
-        for name in ("learning_rate",):
-            _check_positive_float(name, getattr(self, name))
+            check_non_negative_int(name, getattr(self, name))
+        check_positive_number("learning_rate", self.learning_rate)
         for name in ("weight_decay", "clip_norm", "length_penalty", "time_budget_minutes",
                      "warmup_init_learning_rate"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(
-                    f"`{name}` must be a non-negative number; received {name}={value!r}"
-                )
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(
-                "`label_smoothing` must be in [0, 1); received "
-                f"label_smoothing={self.label_smoothing!r}"
-            )
+            check_non_negative_number(name, getattr(self, name))
+        check_number_in("label_smoothing", self.label_smoothing, "[0, 1)")
         if self.warmup_init_learning_rate > self.learning_rate:
             raise ValueError(
                 "`warmup_init_learning_rate` must not exceed `learning_rate`; received "
                 f"warmup_init_learning_rate={self.warmup_init_learning_rate!r}, "
                 f"learning_rate={self.learning_rate!r}"
             )
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("strategy", self.strategy, STRATEGIES)
-        _check_choice("precision", self.precision, PRECISIONS)
-        _check_choice("tokenizer_type", self.tokenizer_type, TOKENIZER_TYPES)
-        _check_choice("early_stopping_metric", self.early_stopping_metric, EARLY_STOPPING_METRICS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("strategy", self.strategy, STRATEGIES)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("tokenizer_type", self.tokenizer_type, TOKENIZER_TYPES)
+        check_choice("early_stopping_metric", self.early_stopping_metric, EARLY_STOPPING_METRICS)
         if self.early_stopping_metric == "val_bleu" and self.early_stopping_patience and not (
             self.validation_bleu_sentences
         ):
@@ -333,11 +312,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _check_positive_float(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"`{name}` must be a positive number; received {name}={value!r}")
 
 
 def split_settings(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -41,6 +41,7 @@ import re
 import tensorflow as tf
 
 from keras_s2s import decoding
+from keras_s2s.checks import check_bool, check_positive_int
 from keras_s2s.config import ModelConfig
 from keras_s2s.data.tokenizers import END_ID, START_ID, TOKENIZER_FILES, load_tokenizers
 from keras_s2s.files import atomic_directory
@@ -200,8 +201,7 @@ def export_run(
         raise ValueError(
             f"`name` must be letters, digits, '_', '.', '-'; received name={name!r}"
         )
-    if not isinstance(jit_compile, bool):
-        raise ValueError(f"`jit_compile` must be True or False; received jit_compile={jit_compile!r}")
+    check_bool("jit_compile", jit_compile)
     train_settings = _read_json(os.path.join(run_dir, "train_config.json"))
     beam_size = beam_size or train_settings.get("beam_size", 4)
     length_penalty = (
@@ -209,8 +209,7 @@ def export_run(
     )
     model_dir = os.path.join(base_dir, name)
     version = next_version(model_dir) if version is None else version
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"`version` must be a positive integer; received version={version!r}")
+    check_positive_int("version", version)
     target = os.path.join(model_dir, str(version))
     if os.path.exists(target) and not overwrite:
         raise ValueError(

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_s2s import decoding
+from keras_s2s.checks import check_positive_int
 from keras_s2s.config import ModelConfig
 from keras_s2s.data.tokenizers import END_ID, PAD_ID, START_ID, UNK_ID, Tokenizer, load_tokenizers
 from keras_s2s.models import CONFIG_FILE, TransformerParts, load_run_model
@@ -205,10 +206,7 @@ class Translator:
             and `target` piece lists.
         """
         sentences = list(sentences)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(
-                f"`batch_size` must be a positive integer; received batch_size={batch_size!r}"
-            )
+        check_positive_int("batch_size", batch_size)
         translations = [""] * len(sentences)
         alignments = [None] * len(sentences)
         if not sentences:

@@ -38,7 +38,7 @@ def test_frozen_and_keyword_only():
         (dict(activation="swishy"), r"`activation` must name a Keras activation .*received activation='swishy'"),
         (dict(activation=3), r"`activation` must name a Keras activation .*received activation=3"),
         (dict(sinusoidal_layout="split"), r"`sinusoidal_layout` must be one of \['interleaved', 'halves'\]; received sinusoidal_layout='split'"),
-        (dict(scale_embeddings="yes"), r"`scale_embeddings` must be true or false; received scale_embeddings='yes'"),
+        (dict(scale_embeddings="yes"), r"`scale_embeddings` must be True or False; received scale_embeddings='yes'"),
         (dict(final_logits_bias=True), r"`final_logits_bias` is for tied output projections.*tie_embeddings=\"none\""),
     ],
 )

@@ -75,6 +75,8 @@ import os
 import random
 from typing import NamedTuple
 
+from keras_s2s.checks import check_non_negative_int, check_positive_int
+
 # --------------------------------------------------------------------------
 # Lexicon. English forms are written out; target stems are drawn below.
 
@@ -473,10 +475,7 @@ def generate_pairs(num_pairs: int, seed: int = 0) -> list[tuple[str, str]]:
      ('Five soft hats did not stand.', 'Kvin didadi zoripon ne lofuniten.')]
     """
     for name, value in (("num_pairs", num_pairs), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(
-                f"`{name}` must be a non-negative integer; received {name}={value!r}"
-            )
+        check_non_negative_int(name, value)
     sampler = _Sampler(seed)
     pairs, seen = [], set()
     # The language has far more than 10**9 sentences; the bound only turns a
@@ -531,10 +530,7 @@ def write_builtin_corpus(
         file readable with `corpus.read_tsv`.
     """
     for name, value in (("train", train), ("valid", valid), ("test", test)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(
-                f"`{name}` must be a positive integer; received {name}={value!r}"
-            )
+        check_positive_int(name, value)
     pairs = generate_pairs(valid + test + train, seed)
     os.makedirs(directory, exist_ok=True)
     parts = {

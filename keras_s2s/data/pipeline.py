@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from keras_s2s.checks import check_positive_int
 from keras_s2s.data import corpus as corpus_lib
 from keras_s2s.data.tokenizers import END_ID, PAD_ID, START_ID, Tokenizer
 from keras_s2s.models import DECODER_INPUT, ENCODER_INPUT
@@ -161,7 +162,7 @@ def padded_decoder_io(
 
 def default_bucket_boundaries(max_length: int, step: int = 8) -> list[int]:
     """Multiples of `step` below `max_length`, then `max_length`: [8, 16, .., max_length]."""
-    _check_positive_int("max_length", max_length)
+    check_positive_int("max_length", max_length)
     return [*range(step, max_length, step), max_length]
 
 
@@ -236,10 +237,10 @@ def make_dataset(
         "decoder_tokens": int32 (B, T)}, labels int32 (B, T))`, padded with
         PAD_ID, S and T taken from `bucket_boundaries`.
     """
-    _check_positive_int("max_length", max_length)
-    _check_positive_int("batch_tokens", batch_tokens)
-    _check_positive_int("batch_size_multiple", batch_size_multiple)
-    _check_positive_int("shuffle_buffer", shuffle_buffer)
+    check_positive_int("max_length", max_length)
+    check_positive_int("batch_tokens", batch_tokens)
+    check_positive_int("batch_size_multiple", batch_size_multiple)
+    check_positive_int("shuffle_buffer", shuffle_buffer)
     if max_length < 2:
         raise ValueError(
             f"`max_length` must be at least 2 (START or END plus one piece); "
@@ -444,8 +445,3 @@ def _as_pair(pair) -> tuple[str, str]:
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
         raise ValueError(f"`corpus` must hold (source, target) pairs; received {pair!r:.100}")
     return pair[0], pair[1]
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer; received {name}={value!r}")

@@ -10,7 +10,7 @@ Serving can run (TF Serving links tf-text ops, KNOWN_TRAPS 8; no
 
 Every model in the project uses the same special ids, fixed at training:
 
-    PAD_ID = 0    "<pad>"  padding; the model's masks treat id 0 as padding
+    PAD_ID = 0    "<pad>"  padding (defined with the masks, layers/masks.py, which skip it)
     UNK_ID = 1    "<unk>"  characters outside the vocabulary
     START_ID = 2  "<s>"    first decoder input
     END_ID = 3    "</s>"   last label; decoding stops there
@@ -42,14 +42,15 @@ import tensorflow_text as tf_text
 from sentencepiece import sentencepiece_model_pb2
 from tensorflow_text.python.ops import sentencepiece_tokenizer as tf_text_sentencepiece
 
+from keras_s2s.checks import check_choice, check_number_in, check_positive_int
+from keras_s2s.config import TOKENIZER_TYPES
 from keras_s2s.data import corpus as corpus_lib
+from keras_s2s.layers.masks import PAD_ID
 
-PAD_ID = 0
 UNK_ID = 1
 START_ID = 2
 END_ID = 3
 SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>")
-MODEL_TYPES = ("unigram", "bpe")
 # The VocabularyTokenizer layout of a run directory (see `save_vocabulary_tokenizers`).
 VOCABULARY_FILE = "vocabulary.json"
 SOURCE_SENTENCEPIECE_FILE = "source.spm"
@@ -427,25 +428,16 @@ def train_tokenizers(
         FileExistsError: `directory` already holds tokenizers of the other
             layout (shared vs separate), which would make loading ambiguous.
     """
-    _check_positive_int("vocabulary_size", vocabulary_size)
+    check_positive_int("vocabulary_size", vocabulary_size)
     if vocabulary_size <= len(SPECIAL_PIECES):
         raise ValueError(
             f"`vocabulary_size` must exceed the {len(SPECIAL_PIECES)} special pieces; "
             f"received vocabulary_size={vocabulary_size}"
         )
-    if model_type not in MODEL_TYPES:
-        raise ValueError(
-            f"`model_type` must be one of {MODEL_TYPES}; received model_type={model_type!r}"
-        )
-    if isinstance(character_coverage, bool) or not isinstance(
-        character_coverage, (int, float)
-    ) or not 0.0 < character_coverage <= 1.0:
-        raise ValueError(
-            "`character_coverage` must be a number in (0, 1]; received "
-            f"character_coverage={character_coverage!r}"
-        )
+    check_choice("model_type", model_type, TOKENIZER_TYPES)
+    check_number_in("character_coverage", character_coverage, "(0, 1]")
     if max_sentences is not None:
-        _check_positive_int("max_sentences", max_sentences)
+        check_positive_int("max_sentences", max_sentences)
     reserved = sorted(_RESERVED_OPTIONS & set(sentencepiece_options))
     if reserved:
         raise ValueError(
@@ -608,11 +600,6 @@ def _write_atomically(path: str, data: bytes) -> None:
     with open(partial, "wb") as file:
         file.write(data)
     os.replace(partial, path)
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer; received {name}={value!r}")
 
 
 # Every file a run directory's tokenizers can consist of (trained SentencePiece

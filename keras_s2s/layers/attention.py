@@ -19,6 +19,7 @@ D model dim, H heads, K head dim.
 import keras
 from keras import ops
 
+from keras_s2s.checks import check_positive_int
 from keras_s2s.layers import masks
 
 # Score of a masked key, in float32 (scores are computed in float32): finite,
@@ -32,11 +33,8 @@ class _Attention(keras.layers.Layer):
 
     def __init__(self, num_heads, key_dim, use_bias=True, **kwargs):
         super().__init__(**kwargs)
-        for name, value in (("num_heads", num_heads), ("key_dim", key_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"`{name}` must be a positive integer; received {name}={value!r}"
-                )
+        check_positive_int("num_heads", num_heads)
+        check_positive_int("key_dim", key_dim)
         self.num_heads = num_heads
         self.key_dim = key_dim
         self.use_bias = use_bias

@@ -6,6 +6,8 @@ Shape legend: B batch, T target length, V target vocabulary.
 import keras
 from keras import ops
 
+from keras_s2s.checks import check_positive_int
+
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
 class LogitsBias(keras.layers.Layer):
@@ -33,13 +35,7 @@ class LogitsBias(keras.layers.Layer):
     def __init__(self, vocabulary_size, **kwargs):
         kwargs["dtype"] = "float32"  # logits are float32 under every policy
         super().__init__(**kwargs)
-        if isinstance(vocabulary_size, bool) or not isinstance(vocabulary_size, int) or (
-            vocabulary_size < 1
-        ):
-            raise ValueError(
-                "`vocabulary_size` must be a positive integer; received "
-                f"vocabulary_size={vocabulary_size!r}"
-            )
+        check_positive_int("vocabulary_size", vocabulary_size)
         self.vocabulary_size = vocabulary_size
         self.supports_masking = True
 

@@ -10,13 +10,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_s2s.checks import check_bool, check_choice
+from keras_s2s.config import POSITION_KINDS, SINUSOIDAL_LAYOUTS
 from keras_s2s.layers import masks
-
-POSITION_KINDS = ("sinusoidal", "learned")
-# Column order of the sinusoidal table: "interleaved" puts sin and cos of one
-# frequency side by side (sin, cos, sin, cos, ...), as in "Attention is all
-# you need"; "halves" puts every sin first, then every cos (Marian, fairseq).
-SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
 
 
 def sinusoidal_table(max_length, hidden_dim, layout="interleaved"):
@@ -26,10 +22,7 @@ def sinusoidal_table(max_length, hidden_dim, layout="interleaved"):
     `layout` says (see SINUSOIDAL_LAYOUTS). Position 0 is the first token:
     Marian counts from 0 too (BART, unlike it, offsets positions by 2).
     """
-    if layout not in SINUSOIDAL_LAYOUTS:
-        raise ValueError(
-            f"`layout` must be one of {list(SINUSOIDAL_LAYOUTS)}; received layout={layout!r}"
-        )
+    check_choice("layout", layout, SINUSOIDAL_LAYOUTS)
     positions = np.arange(max_length)[:, None]  # (L, 1)
     frequencies = np.exp(
         -math.log(10000.0) * np.arange(0, hidden_dim, 2) / hidden_dim
@@ -91,21 +84,9 @@ class PositionalEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if positions not in POSITION_KINDS:
-            raise ValueError(
-                f"`positions` must be one of {list(POSITION_KINDS)}; "
-                f"received positions={positions!r}"
-            )
-        if sinusoidal_layout not in SINUSOIDAL_LAYOUTS:
-            raise ValueError(
-                f"`sinusoidal_layout` must be one of {list(SINUSOIDAL_LAYOUTS)}; "
-                f"received sinusoidal_layout={sinusoidal_layout!r}"
-            )
-        if not isinstance(scale_embeddings, bool):
-            raise ValueError(
-                "`scale_embeddings` must be True or False; received "
-                f"scale_embeddings={scale_embeddings!r}"
-            )
+        check_choice("positions", positions, POSITION_KINDS)
+        check_choice("sinusoidal_layout", sinusoidal_layout, SINUSOIDAL_LAYOUTS)
+        check_bool("scale_embeddings", scale_embeddings)
         self.vocabulary_size = vocabulary_size
         self.hidden_dim = hidden_dim
         self.max_length = max_length

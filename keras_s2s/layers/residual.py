@@ -5,7 +5,8 @@ Shape legend: B batch, L sequence length, D hidden dim.
 
 import keras
 
-NORM_POSITIONS = ("pre", "post")
+from keras_s2s.checks import check_choice
+from keras_s2s.config import NORM_POSITIONS
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
@@ -41,11 +42,7 @@ class Residual(keras.layers.Layer):
         self, sublayer, norm_position="pre", dropout=0.0, epsilon=1e-6, **kwargs
     ):
         super().__init__(**kwargs)
-        if norm_position not in NORM_POSITIONS:
-            raise ValueError(
-                f"`norm_position` must be one of {list(NORM_POSITIONS)}; "
-                f"received norm_position={norm_position!r}"
-            )
+        check_choice("norm_position", norm_position, NORM_POSITIONS)
         self.sublayer = sublayer
         self.norm_position = norm_position
         self.dropout = dropout

@@ -26,6 +26,7 @@ import shutil
 import keras
 import numpy as np
 
+from keras_s2s.checks import check_positive_int
 from keras_s2s.data.tokenizers import copy_tokenizers, has_tokenizers
 from keras_s2s.files import atomic_directory
 from keras_s2s.models import CONFIG_FILE, MODEL_FILE, load_run_model
@@ -51,14 +52,6 @@ def list_checkpoints(run_dir: str) -> list[tuple[int, str]]:
         if match:
             found.append((int(match.group(1)), os.path.join(directory, name)))
     return sorted(found)
-
-
-def _check_count(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer (how many checkpoints to average); "
-            f"received {name}={value!r}"
-        )
 
 
 def higher_is_better(metric: str) -> bool:
@@ -157,7 +150,7 @@ def select_checkpoints(
             f"`metric`); received last={last!r}, best={best!r}"
         )
     name, count = ("last", last) if last is not None else ("best", best)
-    _check_count(name, count)
+    check_positive_int(name, count, " (how many checkpoints to average)")
     checkpoints = list_checkpoints(run_dir)
     directory = os.path.join(run_dir, CHECKPOINTS_DIR)
     if not checkpoints:

@@ -50,7 +50,7 @@ def test_bad_flag_value_is_rejected_by_argparse(capsys):
     "values,message",
     [
         ({"schedule": "linear"}, r"`schedule` must be one of \['inverse_sqrt', 'cosine'\]; received schedule='linear'"),
-        ({"label_smoothing": 1.5}, r"`label_smoothing` must be in \[0, 1\); received label_smoothing=1.5"),
+        ({"label_smoothing": 1.5}, r"`label_smoothing` must be a number in \[0, 1\); received label_smoothing=1.5"),
         ({"epochs": 0}, r"`epochs` must be a positive integer; received epochs=0"),
         ({"strategy": "horovod"}, r"`strategy` must be one of .*received strategy='horovod'"),
     ],
