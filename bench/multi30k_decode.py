@@ -118,12 +118,12 @@ def run_keras_s2s(path, beam_size, data_dir, run_dir, sentences_limit, latency=T
 
     from keras_s2s.evaluation import saved_model_translate
     from keras_s2s.export import export_run
+    from keras_s2s.run_dir import TRAIN_CONFIG_FILE, RunDir
     from keras_s2s.translator import Translator
 
     sentences = read_lines(os.path.join(data_dir, SOURCE_FILE), sentences_limit)
     references = read_lines(os.path.join(data_dir, REFERENCE_FILE), sentences_limit)
-    with open(os.path.join(run_dir, "train_config.json"), encoding="utf-8") as f:
-        length_penalty = json.load(f).get("length_penalty", 0.6)
+    length_penalty = RunDir(run_dir).read_json(TRAIN_CONFIG_FILE).get("length_penalty", 0.6)
     translator = Translator.from_run_dir(
         run_dir, beam_size=beam_size, length_penalty=length_penalty,
         jit_compile=path != "in_process_jit0",
@@ -260,6 +260,8 @@ def skip_reason(args) -> str | None:
                if not os.path.isfile(os.path.join(args.data_dir, name))]
     if missing:
         return f"multi30k-decode: no {', '.join(missing)} (--data-dir {args.data_dir})"
+    # keras_s2s.run_dir.MODEL_FILE, spelled out: importing keras_s2s would load
+    # TensorFlow into the orchestrating process, which only starts children.
     if not os.path.isfile(os.path.join(args.run_dir, "model.keras")):
         return f"multi30k-decode: --run-dir {args.run_dir} has no model.keras (train it first)"
     return None

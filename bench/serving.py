@@ -42,13 +42,15 @@ BEAM_SIZES = (1, 4)
 
 def write_run_dir(run_dir, model, config, tokenizers, beam_size):
     """A minimal run directory that `export_run` accepts."""
-    os.makedirs(run_dir, exist_ok=True)
-    config.save(os.path.join(run_dir, "config.json"))
-    with open(os.path.join(run_dir, "train_config.json"), "w", encoding="utf-8") as f:
-        json.dump({"beam_size": beam_size, "length_penalty": 0.6}, f)
+    from keras_s2s.run_dir import MODEL_FILE, TRAIN_CONFIG_FILE, RunDir
+
+    run = RunDir(run_dir)
+    os.makedirs(run.path, exist_ok=True)
+    run.write_model_config(config)
+    run.write_json(TRAIN_CONFIG_FILE, {"beam_size": beam_size, "length_penalty": 0.6})
     for tokenizer, name in zip(tokenizers, ("source", "target")):
-        tokenizer.save(run_dir, name)
-    model.save(os.path.join(run_dir, "model.keras"))
+        tokenizer.save(run.path, name)
+    model.save(run.file(MODEL_FILE))
 
 
 def served_translate(loaded):

@@ -6,7 +6,6 @@ optionally the lowercased, Moses-tokenised BLEU that papers report.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import time
@@ -18,14 +17,11 @@ from sacremoses import MosesDetokenizer, MosesPunctNormalizer, MosesTokenizer
 from sacremoses.corpus import NonbreakingPrefixes
 
 from keras_s2s import data
-from keras_s2s.config import ModelConfig, check_load_precision
+from keras_s2s.config import check_load_precision
 from keras_s2s.data.pipeline import count_batches
 from keras_s2s.losses import MaskedCrossEntropy, masked_accuracy
+from keras_s2s.run_dir import RunDir, write_evaluation
 from keras_s2s.translator import Translator, length_sorted_batches
-
-HYPOTHESES_FILE = "hypotheses.txt"
-DETOKENIZED_FILE = "hypotheses.detok.txt"
-METRICS_FILE = "metrics.json"
 
 
 def score(hypotheses, references) -> dict:
@@ -328,12 +324,13 @@ def evaluate_run(
             raw_reference, "raw_reference", stats.read, len(pairs)
         )
 
-    output_dir = output_dir or os.path.join(run_dir, "eval")
+    run = RunDir(run_dir)
+    output_dir = output_dir or run.eval_dir
     os.makedirs(output_dir, exist_ok=True)
     translator = Translator.from_run_dir(
         run_dir, precision, beam_size=beam_size, length_penalty=length_penalty
     )
-    config = ModelConfig.load(os.path.join(run_dir, "config.json"))
+    config = run.read_model_config()
 
     dataset = data.make_dataset(
         data.pairs_dataset(pairs),
@@ -373,13 +370,12 @@ def evaluate_run(
                 "hypotheses_tokenized": hypotheses_tokenized,
             }
         )
+    detokenized = None
     if raw_reference is not None:
         detokenized = moses_detokenize(hypotheses, language)
         raw = score(detokenized, raw_references)
         metrics.update({f"raw_{key}": value for key, value in raw.items()})
         metrics["raw_reference"] = raw_reference
-        with open(os.path.join(output_dir, DETOKENIZED_FILE), "w", encoding="utf-8") as f:
-            f.writelines(line + "\n" for line in detokenized)
     metrics.update(
         {
             "sentences": len(sources),
@@ -395,9 +391,5 @@ def evaluate_run(
             "corpus": corpus if isinstance(corpus, str) else list(corpus),
         }
     )
-    with open(os.path.join(output_dir, HYPOTHESES_FILE), "w", encoding="utf-8") as f:
-        f.writelines(hypothesis + "\n" for hypothesis in hypotheses)
-    with open(os.path.join(output_dir, METRICS_FILE), "w", encoding="utf-8") as f:
-        json.dump(metrics, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_evaluation(output_dir, metrics, hypotheses, detokenized)
     return metrics

@@ -34,7 +34,6 @@ Shape legend: N batch, S source length, L generated length, K beam size.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
@@ -42,10 +41,10 @@ import tensorflow as tf
 
 from keras_s2s import decoding
 from keras_s2s.checks import check_bool, check_positive_int
-from keras_s2s.config import ModelConfig
-from keras_s2s.data.tokenizers import END_ID, START_ID, TOKENIZER_FILES, load_tokenizers
+from keras_s2s.data.tokenizers import END_ID, START_ID, load_tokenizers
 from keras_s2s.files import atomic_directory
-from keras_s2s.models import CONFIG_FILE, TransformerParts, load_run_model
+from keras_s2s.models import TransformerParts, load_run_model
+from keras_s2s.run_dir import CONFIG_FILE, TOKENIZER_FILES, TRAIN_CONFIG_FILE, RunDir
 from keras_s2s.translator import prepare_sources
 
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -202,7 +201,8 @@ def export_run(
             f"`name` must be letters, digits, '_', '.', '-'; received name={name!r}"
         )
     check_bool("jit_compile", jit_compile)
-    train_settings = _read_json(os.path.join(run_dir, "train_config.json"))
+    run = RunDir(run_dir)
+    train_settings = run.read_json(TRAIN_CONFIG_FILE, default={})
     beam_size = beam_size or train_settings.get("beam_size", 4)
     length_penalty = (
         train_settings.get("length_penalty", 0.6) if length_penalty is None else length_penalty
@@ -217,13 +217,9 @@ def export_run(
         )
 
     model = load_run_model(run_dir, precision)
-    ModelConfig.load(os.path.join(run_dir, CONFIG_FILE))  # validates it
+    run.read_model_config()  # validates it
     source_tokenizer, target_tokenizer = load_tokenizers(run_dir)
-    assets = [
-        os.path.join(run_dir, file)
-        for file in (*TOKENIZER_FILES, "config.json")
-        if os.path.exists(os.path.join(run_dir, file))
-    ]
+    assets = [run.file(name) for name in (*TOKENIZER_FILES, CONFIG_FILE) if run.has(name)]
     module = TranslationModule(
         model,
         source_tokenizer,
@@ -247,10 +243,3 @@ def export_run(
         os.makedirs(extra, exist_ok=True)
         write_warmup_requests(os.path.join(extra, WARMUP_FILE), name)
     return target
-
-
-def _read_json(path):
-    if not os.path.exists(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Callable
 
 import keras
@@ -27,13 +26,12 @@ from keras_s2s.layers.logits_bias import LogitsBias
 from keras_s2s.layers.masks import padding_mask
 from keras_s2s.layers.output_projection import OutputProjection
 from keras_s2s.layers.positional_embedding import PositionalEmbedding
+from keras_s2s.run_dir import CONFIG_FILE, MODEL_FILE, RunDir
 
 ENCODER_INPUT = "encoder_tokens"
 DECODER_INPUT = "decoder_tokens"
 SHARED_EMBEDDING = "shared_embedding"  # the layer's name when tie_embeddings="all"
 LOGITS_BIAS = "final_logits_bias"  # the layer's name when final_logits_bias=True
-MODEL_FILE = "model.keras"  # a run directory's trained model
-CONFIG_FILE = "config.json"  # its ModelConfig
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
@@ -330,13 +328,11 @@ def load_run_model(run_dir: str, precision: str | None = None) -> keras.Model:
             other way round.
     """
     check_load_precision(precision)
-    path = os.path.join(run_dir, MODEL_FILE)
-    if not os.path.exists(path):
-        raise ValueError(f"`run_dir` {run_dir!r} has no {MODEL_FILE}: train it first")
-    model = keras.saving.load_model(path, compile=False)
+    run = RunDir(run_dir)
+    model = keras.saving.load_model(run.require(MODEL_FILE), compile=False)
     if precision is None:
         return model
-    config = ModelConfig.load(os.path.join(run_dir, CONFIG_FILE))
+    config = run.read_model_config()
     # The policy applies to layers created while it is set: only the rebuilt model's.
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)

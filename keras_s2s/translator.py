@@ -6,7 +6,6 @@ Shape legend: B batch, S source length, L generated length, T target length.
 from __future__ import annotations
 
 import collections
-import os
 
 import keras
 import numpy as np
@@ -14,9 +13,9 @@ import tensorflow as tf
 
 from keras_s2s import decoding
 from keras_s2s.checks import check_positive_int
-from keras_s2s.config import ModelConfig
 from keras_s2s.data.tokenizers import END_ID, PAD_ID, START_ID, UNK_ID, Tokenizer, load_tokenizers
-from keras_s2s.models import CONFIG_FILE, TransformerParts, load_run_model
+from keras_s2s.models import TransformerParts, load_run_model
+from keras_s2s.run_dir import CONFIG_FILE, RunDir
 
 
 def prepare_sources(tokenizer, sentences, max_length):
@@ -127,14 +126,16 @@ class Translator:
         `precision` decodes under another dtype policy than the training's
         (see `load_run_model`), e.g. "float32" for a mixed_bfloat16 run.
         """
+        run = RunDir(run_dir)
         model = load_run_model(run_dir, precision)
-        config = ModelConfig.load(os.path.join(run_dir, CONFIG_FILE))
+        config = run.read_model_config()
+        run.require_tokenizers()
         source_tokenizer, target_tokenizer = load_tokenizers(run_dir)
         sizes = (source_tokenizer.vocabulary_size, target_tokenizer.vocabulary_size)
         if sizes != (config.source_vocabulary_size, config.target_vocabulary_size):
             raise ValueError(
                 f"{run_dir}: the tokenizers' vocabulary sizes {sizes} do not match "
-                f"config.json ({config.source_vocabulary_size}, {config.target_vocabulary_size})"
+                f"{CONFIG_FILE} ({config.source_vocabulary_size}, {config.target_vocabulary_size})"
             )
         return cls(model, source_tokenizer, target_tokenizer, **kwargs)
 

@@ -13,8 +13,6 @@ and `metrics.json` to --output-dir.
 """
 
 import argparse
-import json
-import os
 import sys
 
 from training import add_precision_flag
@@ -76,13 +74,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from keras_s2s.config import TrainConfig
     from keras_s2s.evaluation import evaluate_run
-    from keras_s2s.training.trainer import TRAIN_CONFIG_FILE, resolve_corpus
+    from keras_s2s.run_dir import RunDir
+    from keras_s2s.training.trainer import resolve_corpus
 
     try:
-        with open(os.path.join(args.run_dir, TRAIN_CONFIG_FILE), encoding="utf-8") as f:
-            train_config = TrainConfig(**json.load(f))
+        train_config = RunDir(args.run_dir).read_train_config()
         spec = args.test or train_config.test
         if not spec:
             raise ValueError("no test corpus: pass --test (the run's `test` setting is empty)")

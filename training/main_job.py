@@ -38,8 +38,12 @@ def main(argv=None):
         shutil.rmtree(args.run_dir)
     started = time.perf_counter()
 
+    # Loads TensorFlow (keras_s2s does) in this process too; it decodes at the end anyway.
+    from keras_s2s.run_dir import MODEL_FILE, RunDir
+
+    run_dir = RunDir(args.run_dir)
     step("train (built-in corpus)")
-    if os.path.exists(os.path.join(args.run_dir, "model.keras")):
+    if run_dir.has(MODEL_FILE):
         print(f"{args.run_dir} is already trained; `make run RUN_DIR=...` or --fresh for a new run")
     else:
         run("training.train", "--run-dir", args.run_dir, "--config", args.config)
@@ -59,7 +63,7 @@ def main(argv=None):
     version = next_version(os.path.join("saved_models", args.name)) - 1
     path = os.path.join("saved_models", args.name, str(version))
     serving = tf.saved_model.load(path).signatures["serving_default"]
-    with open(os.path.join(args.run_dir, "data", "test.tsv"), encoding="utf-8") as f:
+    with open(run_dir.builtin_corpus("test"), encoding="utf-8") as f:
         held_out = [line.split("\t")[0] for line, _ in zip(f, range(2))]
     sentences = list(EXAMPLES) + held_out
     result = serving(inputs=tf.constant(sentences))

@@ -31,14 +31,11 @@ def main(argv=None):
     sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
     if not sentences:
         sys.exit("error: no sentences: pass them as arguments or on standard input")
-    import json
-    import os
-
+    from keras_s2s.run_dir import TRAIN_CONFIG_FILE, RunDir
     from keras_s2s.translator import Translator, plot_attention
 
     try:
-        with open(os.path.join(args.run_dir, "train_config.json"), encoding="utf-8") as f:
-            settings = json.load(f)
+        settings = RunDir(args.run_dir).read_json(TRAIN_CONFIG_FILE)
         translator = Translator.from_run_dir(
             args.run_dir,
             args.precision,

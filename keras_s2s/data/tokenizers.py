@@ -32,7 +32,6 @@ import io
 import json
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterable
 
@@ -46,15 +45,16 @@ from keras_s2s.checks import check_choice, check_number_in, check_positive_int
 from keras_s2s.config import TOKENIZER_TYPES
 from keras_s2s.data import corpus as corpus_lib
 from keras_s2s.layers.masks import PAD_ID
+from keras_s2s.run_dir import (
+    SOURCE_SENTENCEPIECE_FILE,
+    TARGET_SENTENCEPIECE_FILE,
+    VOCABULARY_FILE,
+)
 
 UNK_ID = 1
 START_ID = 2
 END_ID = 3
 SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>")
-# The VocabularyTokenizer layout of a run directory (see `save_vocabulary_tokenizers`).
-VOCABULARY_FILE = "vocabulary.json"
-SOURCE_SENTENCEPIECE_FILE = "source.spm"
-TARGET_SENTENCEPIECE_FILE = "target.spm"
 # A leading ">>code<<" (Marian's target-language token), up to the first "<<".
 _LANGUAGE_CODE = r"(?s)^(>>.*?<<)(.*)$"
 
@@ -600,26 +600,3 @@ def _write_atomically(path: str, data: bytes) -> None:
     with open(partial, "wb") as file:
         file.write(data)
     os.replace(partial, path)
-
-
-# Every file a run directory's tokenizers can consist of (trained SentencePiece
-# models, or an imported Marian model's pieces and vocabulary).
-TOKENIZER_FILES = ("shared.model", "shared.vocab", "source.model", "source.vocab",
-                   "target.model", "target.vocab",
-                   SOURCE_SENTENCEPIECE_FILE, TARGET_SENTENCEPIECE_FILE, VOCABULARY_FILE)
-
-
-def copy_tokenizers(from_dir: str, to_dir: str) -> None:
-    """Copies the tokenizer files `from_dir` has into `to_dir`."""
-    for name in TOKENIZER_FILES:
-        path = os.path.join(from_dir, name)
-        if os.path.exists(path):
-            shutil.copyfile(path, os.path.join(to_dir, name))
-
-
-def has_tokenizers(directory: str) -> bool:
-    """Whether `load_tokenizers(directory)` has tokenizers to load."""
-    return any(
-        os.path.exists(os.path.join(directory, name))
-        for name in ("shared.model", "source.model", VOCABULARY_FILE)
-    )

@@ -53,14 +53,10 @@ from keras_s2s.data.tokenizers import (
 )
 from keras_s2s.files import atomic_directory
 from keras_s2s.layers.positional_embedding import sinusoidal_table
-from keras_s2s.models import (
-    CONFIG_FILE,
-    LOGITS_BIAS,
-    MODEL_FILE,
-    TransformerParts,
-    build_transformer,
-)
+from keras_s2s.models import LOGITS_BIAS, TransformerParts, build_transformer
+from keras_s2s.run_dir import IMPORT_FILE, MODEL_FILE, RunDir
 
+# The files of a Marian checkpoint (Hugging Face's layout), not of a run directory.
 CONFIG = "config.json"
 SAFETENSORS = "model.safetensors"
 PYTORCH_BIN = "pytorch_model.bin"
@@ -68,7 +64,6 @@ SOURCE_SPM = "source.spm"
 TARGET_SPM = "target.spm"
 VOCAB = "vocab.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
-IMPORT_FILE = "import.json"  # provenance, written into the run directory
 
 # The logit bias of START: exp(-1e4) is 0 in float32, so no search produces
 # it; finite, so label smoothing's mean over the vocabulary stays finite
@@ -455,14 +450,14 @@ def import_marian(
     with open(checkpoint.path(TARGET_SPM), "rb") as f:
         target_proto = f.read()
     with atomic_directory(run_dir, overwrite=overwrite) as staging:
-        config.save(os.path.join(staging, CONFIG_FILE))
+        run = RunDir(staging)
+        run.write_model_config(config)
         save_vocabulary_tokenizers(staging, source_proto, target_proto, checkpoint.keras_pieces())
-        model.save(os.path.join(staging, MODEL_FILE))
+        model.save(run.file(MODEL_FILE))
         # evaluate/translate/export read their decoding defaults here; no corpus is implied.
-        train_config = TrainConfig(valid="", test="")
-        _write_json(os.path.join(staging, "train_config.json"), train_config.to_dict())
-        _write_json(
-            os.path.join(staging, IMPORT_FILE),
+        run.write_train_config(TrainConfig(valid="", test=""))
+        run.write_json(
+            IMPORT_FILE,
             {
                 "model_dir": os.path.abspath(checkpoint.model_dir),
                 "marian_config": checkpoint.config,
@@ -472,9 +467,3 @@ def import_marian(
             },
         )
     return config
-
-
-def _write_json(path, values):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(values, f, indent=2, sort_keys=True)
-        f.write("\n")

@@ -4,54 +4,33 @@ Averaging the last (or best) few epoch checkpoints of a run smooths out the
 noise of the final optimiser steps and usually gains a little BLEU for free;
 the published Multi30k result averages the last 10. `average_run` writes the
 averaged model as a new run directory, so `training.evaluate` and
-`training.export` take it as they take the run itself:
-
-    OUTPUT_DIR/
-      config.json, train_config.json, metrics.json   copied from RUN_DIR
-      source.model/.vocab, ...                       the tokenizers, copied
-      data/                                          the built-in corpus, if any
-      model.keras                                    the averaged model
-      averaged.json                                  which checkpoints, how chosen
+`training.export` take it as they take the run itself: the source run's
+settings, tokenizers and corpus (`RunDir.copy_settings`), the averaged model,
+and averaged.json saying which checkpoints and how they were chosen
+(`keras_s2s.run_dir` lists the files).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
-import re
-import shutil
 
 import keras
 import numpy as np
 
 from keras_s2s.checks import check_positive_int
-from keras_s2s.data.tokenizers import copy_tokenizers, has_tokenizers
 from keras_s2s.files import atomic_directory
-from keras_s2s.models import CONFIG_FILE, MODEL_FILE, load_run_model
-from keras_s2s.training.trainer import HISTORY_CSV, METRICS_FILE, TRAIN_CONFIG_FILE
-
-CHECKPOINTS_DIR = "checkpoints"
-AVERAGED_FILE = "averaged.json"
-_CHECKPOINT_NAME = re.compile(r"epoch-(\d+)\.weights\.h5")
-
-
-def list_checkpoints(run_dir: str) -> list[tuple[int, str]]:
-    """The epoch checkpoints of a run: `[(epoch, path), ...]` sorted by epoch.
-
-    Only `RUN_DIR/checkpoints/epoch-NNN.weights.h5` files count; anything else
-    there (temporary files, notes) is ignored. A run without the folder has none.
-    """
-    directory = os.path.join(run_dir, CHECKPOINTS_DIR)
-    if not os.path.isdir(directory):
-        return []
-    found = []
-    for name in os.listdir(directory):
-        match = _CHECKPOINT_NAME.fullmatch(name)
-        if match:
-            found.append((int(match.group(1)), os.path.join(directory, name)))
-    return sorted(found)
+from keras_s2s.models import load_run_model
+from keras_s2s.run_dir import (
+    AVERAGED_FILE,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    RunDir,
+    checkpoint_epoch,
+)
 
 
 def higher_is_better(metric: str) -> bool:
@@ -59,22 +38,17 @@ def higher_is_better(metric: str) -> bool:
     return "loss" not in metric
 
 
-def _read_history(run_dir: str) -> dict:
-    path = os.path.join(run_dir, METRICS_FILE)
-    if not os.path.exists(path):
+def _read_history(run: RunDir) -> dict:
+    if not run.has(METRICS_FILE):
         raise ValueError(
-            f"`best` needs the run's per-epoch history, but {path} does not exist; "
-            "use `last` (--last) instead"
+            f"`best` needs the run's per-epoch history, but {run.file(METRICS_FILE)} does not "
+            "exist; use `last` (--last) instead"
         )
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f).get("history", {})
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    return run.read_json(METRICS_FILE).get("history", {})
 
 
 def _read_epoch_log(path: str, metric: str) -> dict[int, float]:
-    """`{epoch: value}` from the trainer's HISTORY_CSV (epoch column 0-based).
+    """`{epoch: value}` from the trainer's history.csv (epoch column 0-based).
 
     The log survives resumption (Keras appends to it), so it is preferred
     over metrics.json; an epoch logged twice keeps its last row.
@@ -100,14 +74,14 @@ def _read_epoch_log(path: str, metric: str) -> dict[int, float]:
 
 
 def _epoch_values(run_dir: str, metric: str, last_epoch: int) -> dict[int, float]:
-    """`{epoch: metric value}` of a run, from HISTORY_CSV or else metrics.json."""
-    csv_path = os.path.join(run_dir, HISTORY_CSV)
-    if os.path.exists(csv_path):
-        return _read_epoch_log(csv_path, metric)
-    history = _read_history(run_dir)
+    """`{epoch: metric value}` of a run, from history.csv or else metrics.json."""
+    run = RunDir(run_dir)
+    if run.has(HISTORY_FILE):
+        return _read_epoch_log(run.file(HISTORY_FILE), metric)
+    history = _read_history(run)
     if metric not in history:
         raise ValueError(
-            f"`metric` {metric!r} is not in the history of {os.path.join(run_dir, METRICS_FILE)}; "
+            f"`metric` {metric!r} is not in the history of {run.file(METRICS_FILE)}; "
             f"available: {sorted(history)}"
         )
     values = history[metric]
@@ -151,8 +125,9 @@ def select_checkpoints(
         )
     name, count = ("last", last) if last is not None else ("best", best)
     check_positive_int(name, count, " (how many checkpoints to average)")
-    checkpoints = list_checkpoints(run_dir)
-    directory = os.path.join(run_dir, CHECKPOINTS_DIR)
+    run = RunDir(run_dir)
+    checkpoints = run.checkpoints()
+    directory = run.checkpoints_dir
     if not checkpoints:
         raise ValueError(
             f"no checkpoints in {directory}: expected epoch-NNN.weights.h5 files, "
@@ -222,12 +197,6 @@ def average_weights(model: keras.Model, checkpoint_paths: list[str]) -> keras.Mo
     return model
 
 
-def _write_json(path: str, values) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(values, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
 def average_run(
     run_dir: str,
     output_dir: str,
@@ -269,16 +238,15 @@ def average_run(
         raise ValueError(
             f"{output_dir} exists; pass overwrite=True (--overwrite) to replace it"
         )
+    run = RunDir(run_dir)
     for name in (MODEL_FILE, CONFIG_FILE):
-        if not os.path.exists(os.path.join(run_dir, name)):
-            raise ValueError(f"`run_dir` {run_dir!r} has no {name}: is it a trained run directory?")
-    if not has_tokenizers(run_dir):
-        raise ValueError(f"`run_dir` {run_dir!r} has no tokenizers (source.model or shared.model)")
+        run.require(name)
+    run.require_tokenizers()
 
     paths = select_checkpoints(run_dir, last=last, best=best, metric=metric)
     model = load_run_model(run_dir)
     average_weights(model, paths)
-    epochs = [int(_CHECKPOINT_NAME.fullmatch(os.path.basename(p)).group(1)) for p in paths]
+    epochs = [checkpoint_epoch(path) for path in paths]
     info = {
         "checkpoints": [os.path.relpath(p, run_dir) for p in paths],
         "epochs": epochs,
@@ -287,12 +255,8 @@ def average_run(
     }
 
     with atomic_directory(target, overwrite=overwrite) as staging:
-        for name in (CONFIG_FILE, TRAIN_CONFIG_FILE, METRICS_FILE, HISTORY_CSV):
-            if os.path.exists(os.path.join(run_dir, name)):
-                shutil.copyfile(os.path.join(run_dir, name), os.path.join(staging, name))
-        copy_tokenizers(run_dir, staging)
-        if os.path.isdir(os.path.join(run_dir, "data")):
-            shutil.copytree(os.path.join(run_dir, "data"), os.path.join(staging, "data"))
-        model.save(os.path.join(staging, MODEL_FILE))
-        _write_json(os.path.join(staging, AVERAGED_FILE), info)
+        run.copy_settings(staging)
+        averaged = RunDir(staging)
+        model.save(averaged.file(MODEL_FILE))
+        averaged.write_json(AVERAGED_FILE, info)
     return info

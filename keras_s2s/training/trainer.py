@@ -1,24 +1,12 @@
 """`train(...)`: parallel text to a trained run directory with `model.fit`.
 
-A run directory holds everything needed to resume, evaluate, fine-tune and
-export:
-
-    RUN_DIR/
-      config.json           ModelConfig (the architecture; the only source of it)
-      train_config.json     the resolved TrainConfig
-      source.model/.vocab   SentencePiece tokenizers (target.* beside them)
-      data/                 the generated built-in corpus, when used
-      backup/               BackupAndRestore state (deleted when training ends)
-      checkpoints/          epoch-NNN.weights.h5 after every epoch
-      logs/                 TensorBoard
-      model.keras           the final model
-      metrics.json          history, timing and corpus statistics
-      history.csv           per-epoch metrics, kept across resumptions
+The run directory's files (config, tokenizers, checkpoints, backup, logs,
+model, metrics, history) are listed, with what writes them, in
+`keras_s2s.run_dir`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -29,14 +17,14 @@ import tensorflow as tf
 from keras_s2s import data
 from keras_s2s.config import ModelConfig, TrainConfig
 from keras_s2s.data.pipeline import count_batches
-from keras_s2s.data.tokenizers import copy_tokenizers, has_tokenizers
 from keras_s2s.losses import MaskedCrossEntropy, masked_accuracy
-from keras_s2s.models import (
+from keras_s2s.models import TransformerParts, build_transformer, load_run_model
+from keras_s2s.run_dir import (
     CONFIG_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
     MODEL_FILE,
-    TransformerParts,
-    build_transformer,
-    load_run_model,
+    RunDir,
 )
 from keras_s2s.training.callbacks import TimeBudget, ValidationBleu
 from keras_s2s.training.schedules import WarmupCosine, WarmupInverseSqrt
@@ -45,23 +33,19 @@ from keras_s2s.training.update import AdamW
 
 log = logging.getLogger(__name__)
 
-TRAIN_CONFIG_FILE = "train_config.json"
-METRICS_FILE = "metrics.json"
-HISTORY_CSV = "history.csv"  # one row per finished epoch, appended across resumptions
-
 
 def resolve_corpus(spec: str, split: str, run_dir: str, train_config: TrainConfig):
     """A corpus setting as `read_corpus` takes it.
 
-    "builtin" is the generated `split` file in RUN_DIR/data (written once),
-    "a.en,a.de" two line-aligned files, anything else a TSV file.
+    "builtin" is the generated `split` file in the run's data folder (written
+    once), "a.en,a.de" two line-aligned files, anything else a TSV file.
     """
     if spec == "builtin":
-        directory = os.path.join(run_dir, "data")
-        path = os.path.join(directory, f"{split}.tsv")
+        run = RunDir(run_dir)
+        path = run.builtin_corpus(split)
         if not os.path.exists(path):
             data.write_builtin_corpus(
-                directory, seed=train_config.builtin_seed, train=train_config.builtin_train_size
+                run.data_dir, seed=train_config.builtin_seed, train=train_config.builtin_train_size
             )
         return path
     if "," in spec:
@@ -195,27 +179,19 @@ def _is_chief(strategy) -> bool:
     )
 
 
-def _worker_dir(run_dir: str, strategy) -> str:
+def _worker_dir(run: RunDir, strategy) -> RunDir:
     """Where this process writes checkpoints: non-chief workers get a scratch folder."""
     if _is_chief(strategy):
-        return run_dir
+        return run
     resolver = strategy.cluster_resolver
-    return os.path.join(run_dir, f"worker-{resolver.task_type}-{resolver.task_id}")
-
-
-def _write_json(path: str, values) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(values, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    return run.worker(resolver.task_type, resolver.task_id)
 
 
 def prepare_tokenizers(run_dir: str, train_path: str, train_config: TrainConfig, init_from=None):
     """Loads the run's tokenizers, copies them from `init_from`, or trains new ones."""
     if init_from:
-        copy_tokenizers(init_from, run_dir)
-    if has_tokenizers(run_dir):
+        RunDir(init_from).copy_tokenizers(run_dir)
+    if RunDir(run_dir).has_tokenizers():
         return data.load_tokenizers(run_dir)
     log.info("training tokenizers on %s", train_path)
     return data.train_tokenizers(
@@ -229,7 +205,7 @@ def prepare_tokenizers(run_dir: str, train_path: str, train_config: TrainConfig,
 
 def load_init_model(init_from: str, model_config: ModelConfig):
     """The trained model of `init_from`, checked against its config."""
-    if not os.path.exists(os.path.join(init_from, MODEL_FILE)):
+    if not RunDir(init_from).has(MODEL_FILE):
         raise ValueError(f"--init-from {init_from!r}: no {MODEL_FILE} in that run directory")
     return load_run_model(init_from)
 
@@ -265,9 +241,10 @@ def train(
     strategy = strategy or make_strategy(train_config.strategy, train_config.tpu)
     policy = set_precision(train_config.precision, strategy)
     keras.utils.set_random_seed(train_config.seed)
-    os.makedirs(run_dir, exist_ok=True)
-    out_dir = _worker_dir(run_dir, strategy)
-    os.makedirs(out_dir, exist_ok=True)
+    run = RunDir(run_dir)
+    os.makedirs(run.path, exist_ok=True)
+    out = _worker_dir(run, strategy)
+    os.makedirs(out.path, exist_ok=True)
 
     train_path = resolve_corpus(train_config.train, "train", run_dir, train_config)
     valid_path = (
@@ -280,11 +257,10 @@ def train(
     )
     vocabulary_sizes = (source_tokenizer.vocabulary_size, target_tokenizer.vocabulary_size)
 
-    config_path = os.path.join(run_dir, CONFIG_FILE)
     if init_from:
-        model_config = ModelConfig.load(os.path.join(init_from, CONFIG_FILE))
-    elif os.path.exists(config_path):
-        model_config = ModelConfig.load(config_path)  # a resumed run keeps its architecture
+        model_config = RunDir(init_from).read_model_config()
+    elif run.has(CONFIG_FILE):
+        model_config = run.read_model_config()  # a resumed run keeps its architecture
     else:
         model_config = ModelConfig(
             source_vocabulary_size=vocabulary_sizes[0],
@@ -297,14 +273,14 @@ def train(
     ):
         raise ValueError(
             "Vocabulary mismatch: the tokenizers have (source, target) sizes "
-            f"{vocabulary_sizes} but {config_path if not init_from else init_from} "
+            f"{vocabulary_sizes} but {init_from or run.file(CONFIG_FILE)} "
             "describes a model with "
             f"({model_config.source_vocabulary_size}, {model_config.target_vocabulary_size}); "
             "fine-tuning must keep the run's own tokenizers"
         )
     if _is_chief(strategy):
-        model_config.save(config_path)
-        _write_json(os.path.join(run_dir, TRAIN_CONFIG_FILE), train_config.to_dict())
+        run.write_model_config(model_config)
+        run.write_train_config(train_config)
     log.info("model: %s", model_config.to_json())
 
     # XLA inside a multi-replica step on CPU/GPU would have to compile the
@@ -367,22 +343,22 @@ def train(
         # double_checkpoint keeps the previous backup: a kill during a
         # backup write leaves a corrupt file, and the restart falls back.
         keras.callbacks.BackupAndRestore(
-            os.path.join(out_dir, "backup"),
+            out.backup_dir,
             save_freq=train_config.backup_every_steps,
             double_checkpoint=True,
         ),
         keras.callbacks.ModelCheckpoint(
-            os.path.join(out_dir, "checkpoints", "epoch-{epoch:03d}.weights.h5"),
+            out.checkpoint_pattern,
             save_weights_only=True,
         ),
         keras.callbacks.TerminateOnNaN(),
     ]
     if _is_chief(strategy):
         callbacks += [
-            keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
-            keras.callbacks.CSVLogger(os.path.join(run_dir, HISTORY_CSV), append=True),
+            keras.callbacks.TensorBoard(run.logs_dir),
+            keras.callbacks.CSVLogger(run.file(HISTORY_FILE), append=True),
         ]
-    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
+    os.makedirs(out.checkpoints_dir, exist_ok=True)
 
     started = time.perf_counter()
     history = model.fit(
@@ -398,9 +374,9 @@ def train(
     seconds = time.perf_counter() - started
     history_values = {k: [float(v) for v in values] for k, values in history.history.items()}
     if _is_chief(strategy):
-        model.save(os.path.join(run_dir, MODEL_FILE))
-        _write_json(
-            os.path.join(run_dir, METRICS_FILE),
+        model.save(run.file(MODEL_FILE))
+        run.write_json(
+            METRICS_FILE,
             {
                 "history": history_values,
                 "train_seconds": seconds,

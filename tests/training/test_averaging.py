@@ -16,11 +16,10 @@ import pytest
 
 from keras_s2s import ModelConfig, TrainConfig, build_transformer
 from keras_s2s.data import generate_pairs, train_tokenizers
-from keras_s2s.training import averaging
+from keras_s2s.run_dir import RunDir
 from keras_s2s.training.averaging import (
     average_run,
     average_weights,
-    list_checkpoints,
     select_checkpoints,
 )
 from keras_s2s.translator import Translator
@@ -112,20 +111,7 @@ def epochs_of(paths):
     return [int(os.path.basename(p)[len("epoch-"):-len(".weights.h5")]) for p in paths]
 
 
-# Listing and selection.
-
-
-def test_list_checkpoints_sorts_by_epoch_and_ignores_other_files(tmp_path):
-    run_dir = fake_run(tmp_path, [10, 2, 1, 100])
-    for stray in ("notes.txt", "epoch-3.weights.h5.tmp", "epoch-x.weights.h5", "epoch-4.keras"):
-        (tmp_path / "checkpoints" / stray).write_text("")
-    listed = list_checkpoints(run_dir)
-    assert [epoch for epoch, _ in listed] == [1, 2, 10, 100]
-    assert listed[0][1] == os.path.join(run_dir, "checkpoints", "epoch-001.weights.h5")
-
-
-def test_list_checkpoints_of_a_run_without_the_folder_is_empty(tmp_path):
-    assert list_checkpoints(str(tmp_path)) == []
+# Selection (listing the checkpoints: tests/test_run_dir.py).
 
 
 def test_select_last(run):
@@ -285,12 +271,12 @@ def test_average_run_refuses_to_write_into_the_run_or_around_it(run):
     for output_dir in (run_dir, run_dir + os.sep, os.path.dirname(run_dir)):
         with pytest.raises(ValueError, match=r"`output_dir` must be a new directory, not the run"):
             average_run(run_dir, output_dir, last=1, overwrite=True)
-    assert len(list_checkpoints(run_dir)) == EPOCHS
+    assert len(RunDir(run_dir).checkpoints()) == EPOCHS
 
 
 def test_average_run_needs_a_trained_run(tmp_path):
     run_dir = fake_run(tmp_path / "run", [1])
-    with pytest.raises(ValueError, match=r"has no model.keras: is it a trained run directory"):
+    with pytest.raises(ValueError, match=r"has no model.keras: train it first \(`python -m training.train --run-dir "):
         average_run(run_dir, str(tmp_path / "avg"), last=1)
 
 
@@ -318,7 +304,7 @@ def test_a_failed_average_run_leaves_nothing_behind(run, tmp_path, monkeypatch):
     def broken_copy(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(averaging, "copy_tokenizers", broken_copy)
+    monkeypatch.setattr(RunDir, "copy_tokenizers", broken_copy)
     with pytest.raises(OSError, match="disk full"):
         average_run(run_dir, str(output_dir), last=2, overwrite=True)
     with pytest.raises(OSError, match="disk full"):
