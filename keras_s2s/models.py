@@ -7,7 +7,7 @@ decoding run the very same layers through the same two functions,
 `encode` and `decode`.
 
 Shape legend: B batch, S source length, T target length, D hidden dim,
-V target vocabulary, L cache length, H heads, K head dim.
+V target vocabulary, L cache length, H heads, Dh head dim.
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ def _tied_projection(embedding, logits_bias=None):
 
 @dataclasses.dataclass
 class DecoderCache:
-    """Per decoder layer: self-attention 2 x (B, H, L, K) and cross-attention 2 x (B, H, S, K), heads-major."""
+    """Per decoder layer: self-attention 2 x (B, H, L, Dh) and cross-attention 2 x (B, H, S, Dh), heads-major."""
 
     self_attention: tuple
     cross_attention: tuple

@@ -6,14 +6,15 @@ shared by N decoder layers loses its padding mask after the first one. Here
 masks are explicit tensors built by `keras_s2s.layers.masks`, and the
 query's padding mask is propagated as the output mask.
 
-Decoding caches are heads-major, (B, H, L, K): a decoding step then reads
-them as they are. Keras's `dot_product_attention` takes (B, S, H, K) and
+Decoding caches are heads-major, (B, H, L, Dh): a decoding step then reads
+them as they are. Keras's `dot_product_attention` takes (B, S, H, Dh) and
 transposes keys and values to heads-major inside its einsums on every call,
 which for a cache is a copy of the whole cache per layer per step; those
 einsums were 41% of the op time of greedy decoding in the bench profile.
 
 Shape legend: B batch, T query length, S key length, L cache length,
-D model dim, H heads, K head dim.
+D model dim, H heads, Dh head dim; in cached cross-attention N query rows,
+G = N / B per sentence (beam search's K hypotheses).
 """
 
 import keras
@@ -78,28 +79,28 @@ class _Attention(keras.layers.Layer):
         )
 
     def _attend(self, query, key, value, mask):
-        # query (B, T, H, K); key, value (B, S, H, K); mask (B|1, 1, T|1, S)
+        # query (B, T, H, Dh); key, value (B, S, H, Dh); mask (B|1, 1, T|1, S)
         attended = ops.dot_product_attention(
             query, key, value, mask=mask
-        )  # (B, T, H, K)
+        )  # (B, T, H, Dh)
         return self._project("bthk,hkd->btd", attended, self.output_projection)
 
     def _attend_cached(self, query, keys, values, mask):
         """Attention over heads-major decoding caches.
 
-        query (B, T, H, K); keys, values (B, H, S, K); mask (B|1, 1, T|1, S)
+        query (B, T, H, Dh); keys, values (B, H, S, Dh); mask (B|1, 1, T|1, S)
         or None. Returns (B, T, D). The same computation as `_attend`
-        (scores and softmax in float32, scaled by 1/sqrt(K)), reading the
+        (scores and softmax in float32, scaled by 1/sqrt(Dh)), reading the
         caches without transposing them.
         """
-        queries = ops.transpose(query, (0, 2, 1, 3))  # (B, H, T, K): T is 1 when decoding
+        queries = ops.transpose(query, (0, 2, 1, 3))  # (B, H, T, Dh): T is 1 when decoding
         scores = ops.cast(
             ops.einsum("bhtk,bhsk->bhts", queries, keys), "float32"
         ) * (1.0 / self.key_dim**0.5)  # (B, H, T, S)
         if mask is not None:
             scores = ops.where(mask, scores, _MASKED_SCORE)
         probabilities = ops.cast(ops.softmax(scores, axis=-1), values.dtype)
-        attended = ops.einsum("bhts,bhsk->bthk", probabilities, values)  # (B, T, H, K)
+        attended = ops.einsum("bhts,bhsk->bthk", probabilities, values)  # (B, T, H, Dh)
         return self._project("bthk,hkd->btd", attended, self.output_projection)
 
     def compute_output_shape(self, query_shape, *args, **kwargs):
@@ -137,7 +138,7 @@ class _SelfAttention(_Attention):
         # One matmul for queries, keys and values: fewer, larger ops.
         return self._project(
             "btd,dnhk->btnhk", inputs, self.qkv_projection
-        )  # (B, T, 3, H, K)
+        )  # (B, T, 3, H, Dh)
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")
@@ -146,7 +147,7 @@ class GlobalSelfAttention(_SelfAttention):
 
     Args:
         num_heads: H.
-        key_dim: K, the width of each head.
+        key_dim: Dh, the width of each head.
         use_bias: whether projections have biases.
 
     Call arguments:
@@ -166,7 +167,7 @@ class GlobalSelfAttention(_SelfAttention):
     def call(self, inputs, mask=None):
         # unstack, not three slices: each slice's gradient is a full-size
         # zero-padded tensor (13% of training op time in the bench profile).
-        query, key, value = ops.unstack(self._qkv(inputs), axis=2)  # 3 x (B, T, H, K)
+        query, key, value = ops.unstack(self._qkv(inputs), axis=2)  # 3 x (B, T, H, Dh)
         return self._attend(query, key, value, masks.key_padding_mask(mask))
 
 
@@ -180,14 +181,14 @@ class CausalSelfAttention(_SelfAttention):
 
     Args:
         num_heads: H.
-        key_dim: K, the width of each head.
+        key_dim: Dh, the width of each head.
         use_bias: whether projections have biases.
 
     Call arguments:
         inputs: float (B, T, D).
         mask: bool (B, T), True at real tokens; taken from the Keras mask of
             `inputs` when not given. Combined with the causal mask.
-        cache: optional `(keys, values)`, each float (B, H, L, K)
+        cache: optional `(keys, values)`, each float (B, H, L, Dh)
             (heads-major); see `initial_cache`.
         cache_index: int scalar, position of `inputs[:, 0]`; required with
             `cache`.
@@ -202,7 +203,7 @@ class CausalSelfAttention(_SelfAttention):
     """
 
     def call(self, inputs, mask=None, cache=None, cache_index=None):
-        query, key, value = ops.unstack(self._qkv(inputs), axis=2)  # 3 x (B, T, H, K)
+        query, key, value = ops.unstack(self._qkv(inputs), axis=2)  # 3 x (B, T, H, Dh)
         query_length = ops.shape(inputs)[1]
         if cache is None:
             attention_mask = masks.causal_attention_mask(
@@ -213,7 +214,7 @@ class CausalSelfAttention(_SelfAttention):
             raise ValueError(
                 f"{self.name}: `cache_index` is required when `cache` is given"
             )
-        keys, values = cache  # 2 x (B, H, L, K)
+        keys, values = cache  # 2 x (B, H, L, Dh)
         # A scatter at (row, head, position) triples rather than
         # `ops.slice_update`: in the TF backend that lowers to
         # XlaDynamicUpdateSlice, an XLA op stock TF Serving cannot run
@@ -229,10 +230,10 @@ class CausalSelfAttention(_SelfAttention):
         indices = ops.reshape(ops.stack([rows, heads, positions], axis=-1), (-1, 3))  # (B*H*T, 3)
 
         def write(cached, new):
-            new = ops.transpose(ops.cast(new, cached.dtype), (0, 2, 1, 3))  # (B, H, T, K)
+            new = ops.transpose(ops.cast(new, cached.dtype), (0, 2, 1, 3))  # (B, H, T, Dh)
             return ops.scatter_update(
                 cached, indices, ops.reshape(new, (-1, self.key_dim))
-            )  # (B, H, L, K)
+            )  # (B, H, L, Dh)
 
         # Keys and values live in two tensors: attention reads each whole,
         # where slicing one stacked cache copied both every step.
@@ -246,7 +247,7 @@ class CausalSelfAttention(_SelfAttention):
         return outputs, (keys, values)
 
     def initial_cache(self, batch_size, max_length, dtype="float32"):
-        """An empty cache for `max_length` positions: (keys, values), 2 x (B, H, L, K)."""
+        """An empty cache for `max_length` positions: (keys, values), 2 x (B, H, L, Dh)."""
         shape = (batch_size, self.num_heads, max_length, self.key_dim)
         return ops.zeros(shape, dtype=dtype), ops.zeros(shape, dtype=dtype)
 
@@ -257,7 +258,7 @@ class CrossAttention(_Attention):
 
     Args:
         num_heads: H.
-        key_dim: K, the width of each head.
+        key_dim: Dh, the width of each head.
         use_bias: whether projections have biases.
 
     Call arguments:
@@ -267,7 +268,7 @@ class CrossAttention(_Attention):
         context_mask: bool (B, S), True at real source tokens. Pass it
             explicitly: a mask riding on a shared `context` tensor is what
             KNOWN_TRAPS 1 loses.
-        cache: optional `(keys, values)`, each float (B, H, S, K), from
+        cache: optional `(keys, values)`, each float (B, H, S, Dh), from
             `compute_cache(context)`, so decoding projects the encoder
             output once per sentence. The query may then have N = B*G rows
             (beam search: row b*G + g belongs to sentence b), with
@@ -304,20 +305,20 @@ class CrossAttention(_Attention):
         self.built = True
 
     def call(self, query, context, query_mask=None, context_mask=None, cache=None):
-        queries = self._project("btd,dhk->bthk", query, self.query_projection)  # (B, T, H, K)
+        queries = self._project("btd,dhk->bthk", query, self.query_projection)  # (B, T, H, Dh)
         mask = masks.key_padding_mask(context_mask)  # (B, 1, 1, S)
         if cache is None:
-            key, value = self._keys_values(context)  # 2 x (B, S, H, K)
+            key, value = self._keys_values(context)  # 2 x (B, S, H, Dh)
             return self._attend(queries, key, value, mask)
         # Beam search feeds G = N / B rows per sentence (row b*G + g is
         # hypothesis g of sentence b) against one copy of the sentence's keys
         # and values: the G rows attend as G query positions of that sentence,
         # so the cache is never repeated G times nor read G times per step.
-        key, value = cache  # 2 x (B, H, S, K)
+        key, value = cache  # 2 x (B, H, S, Dh)
         rows, length = ops.shape(queries)[0], ops.shape(queries)[1]
         grouped = ops.reshape(
             queries, (ops.shape(key)[0], -1, self.num_heads, self.key_dim)
-        )  # (B, G*T, H, K)
+        )  # (B, G*T, H, Dh)
         outputs = self._attend_cached(grouped, key, value, mask)  # (B, G*T, D)
         return ops.reshape(outputs, (rows, length, ops.shape(outputs)[-1]))  # (N, T, D)
 
@@ -330,8 +331,8 @@ class CrossAttention(_Attention):
         """
         if not self.built:
             self.build(tuple(query.shape), tuple(context.shape))
-        query = self._project("btd,dhk->bthk", query, self.query_projection)  # (B, T, H, K)
-        key, _ = self._keys_values(context)  # (B, S, H, K)
+        query = self._project("btd,dhk->bthk", query, self.query_projection)  # (B, T, H, Dh)
+        key, _ = self._keys_values(context)  # (B, S, H, Dh)
         scores = ops.einsum("bthk,bshk->bhts", query, key) / ops.sqrt(
             ops.cast(self.key_dim, query.dtype)
         )  # (B, H, T, S)
@@ -342,18 +343,18 @@ class CrossAttention(_Attention):
         return weights if mask is None else ops.where(mask, weights, 0.0)
 
     def compute_cache(self, context):
-        """Projects the encoder output to `(keys, values)`, each (B, H, S, K), once.
+        """Projects the encoder output to `(keys, values)`, each (B, H, S, Dh), once.
 
         Heads-major and two tensors rather than one stacked one: a decoding
         step then reads them as they are, without a transpose or a slice.
         """
-        key, value = self._keys_values(context)  # 2 x (B, S, H, K)
+        key, value = self._keys_values(context)  # 2 x (B, S, H, Dh)
         return ops.transpose(key, (0, 2, 1, 3)), ops.transpose(value, (0, 2, 1, 3))
 
     def _keys_values(self, context):
-        """(B, S, D) -> keys, values 2 x (B, S, H, K), one projection for both."""
+        """(B, S, D) -> keys, values 2 x (B, S, H, Dh), one projection for both."""
         key_value = self._project(
             "bsd,dnhk->bsnhk", context, self.key_value_projection
-        )  # (B, S, 2, H, K)
+        )  # (B, S, 2, H, Dh)
         key, value = ops.unstack(key_value, axis=2)
         return key, value

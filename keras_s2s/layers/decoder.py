@@ -4,7 +4,7 @@ Training (whole target at once) and incremental decoding (one step with a
 key/value cache) go through the same `call`.
 
 Shape legend: B batch, T target length, S source length, L cache length,
-D hidden dim, H heads, K head dim.
+D hidden dim, H heads, Dh head dim.
 """
 
 import keras
@@ -34,10 +34,10 @@ class DecoderLayer(TransformerBlock):
         context_mask: bool (B, S), True at real source tokens. Pass it
             explicitly (KNOWN_TRAPS 1); the model built by
             `build_transformer` does, in every decoder layer.
-        self_attention_cache: optional `(keys, values)`, 2 x (B, H, L, K), of
+        self_attention_cache: optional `(keys, values)`, 2 x (B, H, L, Dh), of
             the earlier target positions, for incremental decoding.
         cache_index: int scalar, position of `inputs[:, 0]`; with a cache.
-        cross_attention_cache: optional `(keys, values)`, each (B, H, S, K),
+        cross_attention_cache: optional `(keys, values)`, each (B, H, S, Dh),
             from `compute_cross_attention_cache(context)`. With it, `inputs`
             may have N = B*G rows (beam search: row b*G + g belongs to
             sentence b, whose keys, values and `context_mask` row it uses).
@@ -129,11 +129,11 @@ class DecoderLayer(TransformerBlock):
         return block.sublayer.attention_weights(query, context, context_mask)
 
     def compute_cross_attention_cache(self, context):
-        """Keys and values of the encoder output for this layer, 2 x (B, H, S, K)."""
+        """Keys and values of the encoder output for this layer, 2 x (B, H, S, Dh)."""
         return self.cross_attention_block.sublayer.compute_cache(context)
 
     def initial_self_attention_cache(self, batch_size, max_length, dtype="float32"):
-        """An empty self-attention cache: (keys, values), 2 x (B, H, L, K)."""
+        """An empty self-attention cache: (keys, values), 2 x (B, H, L, Dh)."""
         return self.self_attention_block.sublayer.initial_cache(
             batch_size, max_length, dtype
         )

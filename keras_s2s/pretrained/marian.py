@@ -33,7 +33,7 @@ vocabulary is permuted (V Marian ids -> V + 1 keras_s2s ids):
     3  END         </s>
     4 ..           every other Marian id, in order
 
-Shape legend: V Marian vocabulary, D d_model, H heads, K head dim, F ffn dim.
+Shape legend: V Marian vocabulary, D d_model, H heads, Dh head dim, F ffn dim.
 """
 
 from __future__ import annotations
@@ -310,10 +310,10 @@ def _assign(variable, value, key):
 
 
 def _attention(weights, prefix, d, h, k):
-    """q, k, v, out of one Marian attention as (D, H, K) kernels, (H, K) biases, (H, K, D) output."""
+    """q, k, v, out of one Marian attention as (D, H, Dh) kernels, (H, Dh) biases, (H, Dh, D) output."""
     projections = {}
     for name in ("q", "k", "v"):
-        kernel = weights.get(f"{prefix}.{name}_proj.weight", (h * k, d))  # (H*K, D), torch (out, in)
+        kernel = weights.get(f"{prefix}.{name}_proj.weight", (h * k, d))  # (H*Dh, D), torch (out, in)
         bias = weights.get(f"{prefix}.{name}_proj.bias", (h * k,))
         projections[name] = (kernel.T.reshape(d, h, k), bias.reshape(h, k))
     out = weights.get(f"{prefix}.out_proj.weight", (d, h * k))
@@ -328,7 +328,7 @@ def _set_output(sublayer, projections, prefix):
 
 
 def _set_self_attention(block, weights, prefix, d, h, k):
-    """Marian's q/k/v/out projections -> the fused (D, 3, H, K) kernel, and the block's norm."""
+    """Marian's q/k/v/out projections -> the fused (D, 3, H, Dh) kernel, and the block's norm."""
     attention = _attention(weights, f"{prefix}.self_attn", d, h, k)
     sublayer = block.sublayer
     kernel, bias = sublayer.qkv_projection

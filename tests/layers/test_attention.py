@@ -110,7 +110,7 @@ def test_cached_steps_equal_full_causal_attention(states):
 
 
 def test_decoding_caches_are_heads_major(states):
-    # (B, H, L, K): a decoding step reads the caches without transposing them.
+    # (B, H, L, Dh): a decoding step reads the caches without transposing them.
     query, context = states
     keys, values = CausalSelfAttention(**ARGS).initial_cache(B, T + 2)
     assert tuple(keys.shape) == tuple(values.shape) == (B, 2, T + 2, 4)
@@ -174,7 +174,7 @@ def test_cross_attention_weights_are_distributions_over_real_keys(states):
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
     assert np.all(weights[0, :, :, 3:] == 0)
     # Consistent with the output: weights @ values, projected, is the layer output.
-    _, values = layer.compute_cache(context)  # (B, H, S, K)
+    _, values = layer.compute_cache(context)  # (B, H, S, Dh)
     attended = np.einsum("bhts,bhsk->bthk", weights, np.asarray(values))
     kernel, bias = (np.asarray(w) for w in layer.output_projection)
     expected = np.einsum("bthk,hkd->btd", attended, kernel) + bias
