@@ -57,7 +57,7 @@ def test_evaluate_script_writes_metrics_matching_sacrebleu(tiny_run, tmp_path):
     for key in ("loss", "accuracy", "perplexity", "bleu_signature"):
         assert key in metrics
     assert metrics["strategy"] == {"name": "beam", "size": 2, "length_penalty": 0.6}
-    assert "beam size=2 length_penalty=0.6" in result.stdout
+    assert "40 sentences, beam 2, " in result.stdout
     assert "bleu_lc_tok" not in metrics and "lc-tok" not in result.stdout  # flags not given
 
 
