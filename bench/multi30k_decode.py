@@ -116,6 +116,7 @@ def run_keras_s2s(path, beam_size, data_dir, run_dir, sentences_limit, latency=T
     import sacrebleu
     import tensorflow as tf
 
+    from keras_s2s.decoding import Beam
     from keras_s2s.evaluation import saved_model_translate
     from keras_s2s.export import export_run
     from keras_s2s.run_dir import TRAIN_CONFIG_FILE, RunDir
@@ -125,7 +126,7 @@ def run_keras_s2s(path, beam_size, data_dir, run_dir, sentences_limit, latency=T
     references = read_lines(os.path.join(data_dir, REFERENCE_FILE), sentences_limit)
     length_penalty = RunDir(run_dir).read_json(TRAIN_CONFIG_FILE).get("length_penalty", 0.6)
     translator = Translator.from_run_dir(
-        run_dir, beam_size=beam_size, length_penalty=length_penalty,
+        run_dir, strategy=Beam(beam_size, length_penalty),
         jit_compile=path != "in_process_jit0",
     )
 
@@ -142,8 +143,8 @@ def run_keras_s2s(path, beam_size, data_dir, run_dir, sentences_limit, latency=T
             translate_request = translate_corpus
         else:
             exported, export_seconds = timed(
-                lambda: export_run(run_dir, "multi30k", base_dir=scratch, beam_size=beam_size,
-                                   length_penalty=length_penalty))
+                lambda: export_run(run_dir, "multi30k", base_dir=scratch,
+                                   strategy=Beam(beam_size, length_penalty)))
             (loaded_translate, load_seconds) = timed(
                 lambda: _corpus_translate(saved_model_translate, exported))
             serve = tf.saved_model.load(exported).signatures["serving_default"]

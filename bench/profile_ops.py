@@ -6,7 +6,7 @@ Not part of `make bench` (a trace slows the steps it records). Two modes:
   (non-idle) op time per op type and the heaviest single ops, for `fit` steps
   and / or greedy-decode calls.
 - `--xla`: one search (`--search greedy|beam`) compiled with XLA, as
-  `greedy_decode` / `beam_decode` run by default. The whole search is one XLA
+  `decode` runs by default. The whole search is one XLA
   function, which the TF profiler shows as a single op; XLA's CPU runtime is
   asked for one trace event per HLO thunk (`--xla_cpu_enable_xprof_traceme`)
   and dumps the optimized HLO, whose metadata names the TensorFlow op each
@@ -218,7 +218,8 @@ def profile(args, dump_dir: str | None) -> None:
 
     from keras_s2s import build_transformer
     from keras_s2s.config import TrainConfig
-    from keras_s2s.decoding import beam_decode, greedy_decode
+    from keras_s2s.decoding import Beam, Greedy
+    from keras_s2s.decoding import decode as decode_batch
     from keras_s2s.training import compile_model
 
     src, dec_in, labels = common.make_data()
@@ -239,8 +240,8 @@ def profile(args, dump_dir: str | None) -> None:
 
         def decode():
             if args.search == "greedy":
-                return greedy_decode(model, sources, **options)
-            return beam_decode(model, sources, beam_size=s2s_variant.BEAM_SIZE, **options)[0]
+                return decode_batch(model, sources, Greedy(), **options)[0]
+            return decode_batch(model, sources, Beam(size=s2s_variant.BEAM_SIZE), **options)[0]
         decode()  # traced (and compiled) outside the profile
 
         def decode_calls():

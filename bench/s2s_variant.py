@@ -10,7 +10,7 @@ stamps), tokens = non-pad target tokens of the window's batches; the result
 is the median over the timed windows after the warm-up windows.
 
 Decoding uses a freshly initialised (random) model of the same config, so
-that no row ends early: `greedy_decode` and `beam_decode` (4 beams) of the
+that no row ends early: `decode` with `Greedy()` and `Beam(size=4)` of the
 first BATCH sources, `max_length` = DECODE_NEW_TOKENS, end id EOS; the
 output width is recorded to show the loop ran all steps.
 
@@ -121,7 +121,8 @@ def run(jit: bool, peak_gflops: float | None, precision: str = "float32") -> dic
 
     from keras_s2s import build_transformer
     from keras_s2s.config import TrainConfig
-    from keras_s2s.decoding import beam_decode, greedy_decode
+    from keras_s2s.decoding import Beam, Greedy
+    from keras_s2s.decoding import decode as decode_batch
     from keras_s2s.training import compile_model
 
     config = model_config(common)
@@ -189,11 +190,11 @@ def run(jit: bool, peak_gflops: float | None, precision: str = "float32") -> dic
     }
     decode = {}
     decode["greedy_cached"] = time_decode(
-        common, lambda s: greedy_decode(decoder, s, **options), sources
+        common, lambda s: decode_batch(decoder, s, Greedy(), **options)[0], sources
     )
     decode["beam4_cached"] = time_decode(
         common,
-        lambda s: beam_decode(decoder, s, beam_size=BEAM_SIZE, length_penalty=0.6, **options)[0],
+        lambda s: decode_batch(decoder, s, Beam(BEAM_SIZE, 0.6), **options)[0],
         sources,
     )
     decode["beam4_cost_per_sentence_vs_greedy"] = (

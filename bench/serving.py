@@ -125,6 +125,7 @@ def run() -> dict:
 
     from bench.s2s_variant import model_config
     from keras_s2s import build_transformer
+    from keras_s2s.decoding import Beam
     from keras_s2s.export import export_run
     from keras_s2s.translator import Translator
 
@@ -154,7 +155,7 @@ def run() -> dict:
             # model never ends early: the in-process search gets the same cap.
             translates = {
                 f"in_process_jit{int(jit)}": Translator(
-                    model, source_tokenizer, target_tokenizer, beam_size=beam_size,
+                    model, source_tokenizer, target_tokenizer, strategy=Beam(beam_size),
                     max_length=config.max_length - 1, jit_compile=jit,
                 ).translate
                 for jit in (True, False)

@@ -1,4 +1,10 @@
-"""Greedy and beam search over a step function, with the model's KV cache.
+"""Greedy, beam and sampling search over a step function, with the model's KV cache.
+
+A decoding strategy is a small frozen object, `Greedy()`, `Beam(size,
+length_penalty)` or `Sampling(temperature, top_k, top_p, seed)`, that runs
+its search over a step function; `decode(model, encoder_tokens, strategy,
+...)` is the one entry point for a batch, and the Translator, evaluation,
+the export and the CLIs take a strategy as it is.
 
 The searches never see the model (STYLE 8). They call
 `step_fn(ids, state) -> (logits, state)` once per generated token: `ids` are
@@ -11,7 +17,7 @@ decoder code path used in training (`TransformerParts.decode` with a cache)
 on one token against a fixed-size self-attention cache.
 
 Everything inside the loops has a fixed shape (preallocated id buffers,
-fixed-size caches, masks instead of growing tensors), so both searches
+fixed-size caches, masks instead of growing tensors), so the searches
 compile with `tf.function(jit_compile=True)`; and they use core TensorFlow
 ops only (no Addons `GatherTree`, no `py_function`), so a SavedModel made
 from them runs in stock TF Serving (KNOWN_TRAPS 8). The default export has
@@ -27,16 +33,19 @@ Returned ids follow one format everywhere: the tokens generated after the
 start token, `end_id` last where a hypothesis finished, then PAD (0). PAD
 itself is never generated, so a row's length is its count of non-PAD ids.
 
-Shape legend: B batch, K beam size, N rows fed to `step_fn` (B for greedy,
-B*K for beam search, row `b*K + k` is beam k of sentence b), S source
+Shape legend: B batch, K beam size, N rows fed to `step_fn` (B for greedy
+and sampling, B*K for beam search, row `b*K + k` is beam k of sentence b), S source
 length, L max length (generated tokens), C cache slots (L + 1), V target
 vocabulary, D hidden dim, H heads, Dh head dim.
 """
 
 from __future__ import annotations
 
+import abc
+import dataclasses
 import numbers
 import weakref
+from typing import Any, ClassVar, NamedTuple
 
 import tensorflow as tf
 
@@ -325,6 +334,166 @@ def beam_search(
     return finished_ids, finished_scores
 
 
+class SamplingState(NamedTuple):
+    """The loop state of `sampling_search`, one field per loop variable."""
+
+    step: tf.Tensor  # int32 (): tokens generated so far
+    ids: tf.Tensor  # int32 (B, L): sampled ids, PAD after END and in steps not run
+    last: tf.Tensor  # int32 (B,): the tokens fed to `step_fn` at this step
+    finished: tf.Tensor  # bool (B,): emitted END or reached its length limit
+    scores: tf.Tensor  # float32 (B,): sum of the model's log-probabilities of the sampled ids
+    state: Any  # the nest of `step_fn`; last, where `_segmented_loop` grows it
+
+
+def sampling_search(
+    step_fn,
+    initial_ids,
+    initial_state,
+    *,
+    temperature,
+    top_k,
+    top_p,
+    seed,
+    end_id,
+    max_length,
+    max_lengths=None,
+    pad_id=PAD_ID,
+    state_growth=None,
+):
+    """Ancestral sampling: each next token drawn from the model's distribution.
+
+    At every step the logits are divided by `temperature`, cut to the
+    `top_k` most likely tokens and then to the nucleus (the fewest most
+    likely tokens whose probability reaches `top_p`; the most likely token
+    always stays), and one token is drawn from the rest (Gumbel-max: the
+    argmax of logits plus Gumbel noise). PAD is never drawn. Tokens tied
+    with the last one kept by `top_k` or `top_p` are kept too.
+
+    The noise is a counter hash of (seed, step, row, token) in core integer
+    ops, not TensorFlow's stateless random ops, whose XLA kernels draw other
+    numbers than their TensorFlow ones: with a seed, the same rows give the
+    same ids with and without XLA, in process and in a SavedModel, and a row
+    draws the same noise whatever the batch size (a row's draws do depend on
+    its position in the batch). `seed=None` draws a fresh seed in the graph
+    at every call (a stateful core op, so it also does in TF Serving).
+
+    Args:
+        step_fn: `step_fn(ids, state) -> (logits, state)`, ids (B,) int32,
+            logits (B, V). Rows that have finished keep being fed PAD.
+        initial_ids: (B,) int, the start token of each row.
+        initial_state: nest of tensors for `step_fn`.
+        temperature: > 0; the logits are divided by it before sampling.
+        top_k: sample among the k most likely tokens; 0 = all (python int).
+        top_p: nucleus mass in (0, 1]; 1 = no nucleus cut (python float).
+        seed: python int in [0, 2**63), or None for a new seed per call.
+        end_id: the END token id.
+        max_length: L, most tokens generated per row (python int).
+        max_lengths: optional (B,) int, per-row limits; capped by
+            `max_length`, at least 1.
+        pad_id: the PAD id: never sampled, written after a row finishes.
+        state_growth: optional `(boundaries, grow)`; see `_segmented_loop`.
+
+    Returns:
+        `(ids, scores)`: int32 (B, L) sampled ids, `end_id` last where a
+        row finished, PAD after it; float32 (B,) the sum of the model's own
+        log-probabilities (before temperature and cuts) of each row's ids.
+    """
+    _check_positive_int("max_length", max_length)
+    _check_sampling_options(temperature, top_k, top_p, seed)
+    initial_ids = tf.convert_to_tensor(initial_ids, tf.int32)  # (B,)
+    batch_size = tf.shape(initial_ids)[0]
+    limits = _row_limits(max_lengths, batch_size, max_length)  # (B,)
+    columns = tf.range(max_length)[None, :]  # (1, L)
+    pad = tf.cast(pad_id, tf.int32)
+    if seed is None:
+        key = tf.bitcast(
+            tf.random.uniform([2], maxval=tf.int32.max, dtype=tf.int32), tf.uint32
+        )  # (2,)
+    else:
+        key = tf.constant([seed >> 32, seed & 0xFFFFFFFF], tf.uint32)  # (2,)
+
+    def not_done(*loop_vars):
+        loop = SamplingState(*loop_vars)
+        return tf.logical_and(
+            loop.step < max_length, tf.logical_not(tf.reduce_all(loop.finished))
+        )
+
+    def body(*loop_vars):
+        loop = SamplingState(*loop_vars)
+        logits, state = step_fn(loop.last, loop.state)  # (B, V)
+        logits = tf.cast(logits, tf.float32)
+        # The model's log-probabilities, over the whole vocabulary as in beam search.
+        logprobs = logits - tf.reduce_logsumexp(logits, axis=-1, keepdims=True)  # (B, V)
+        allowed = _cut_logits(_forbid_pad(logits, pad_id) / temperature, top_k, top_p)  # (B, V)
+        noise = _gumbel_noise(key, loop.step, tf.shape(logits))  # (B, V)
+        next_ids = tf.argmax(allowed + noise, axis=-1, output_type=tf.int32)  # (B,)
+        next_ids = tf.where(loop.finished, pad, next_ids)
+        logprob = tf.gather(logprobs, next_ids, batch_dims=1)  # (B,)
+        scores = loop.scores + tf.where(loop.finished, 0.0, logprob)
+        ids = tf.where(columns == loop.step, next_ids[:, None], loop.ids)  # (B, L)
+        finished = (
+            loop.finished | tf.equal(next_ids, end_id) | (loop.step + 1 >= limits)
+        )
+        return tuple(SamplingState(loop.step + 1, ids, next_ids, finished, scores, state))
+
+    # A plain tuple: `tf.while_loop` and `_segmented_loop` take positional loop variables.
+    loop_vars = tuple(
+        SamplingState(
+            step=tf.constant(0, tf.int32),
+            ids=tf.fill([batch_size, max_length], pad),
+            last=initial_ids,
+            finished=tf.zeros([batch_size], tf.bool),
+            scores=tf.zeros([batch_size], tf.float32),
+            state=initial_state,
+        )
+    )
+    result = SamplingState(*_segmented_loop(not_done, body, loop_vars, max_length, state_growth))
+    return result.ids, result.scores
+
+
+def _cut_logits(logits, top_k, top_p):
+    """(N, V) logits with the tokens outside the top k and the top-p nucleus at -inf."""
+    if top_k:
+        k = min(top_k, logits.shape[-1] or top_k)
+        kth = tf.math.top_k(logits, k=k).values[:, -1:]  # (N, 1)
+        logits = tf.where(logits < kth, _NEG_INF, logits)
+    if top_p < 1.0:
+        ranked = tf.sort(logits, axis=-1, direction="DESCENDING")  # (N, V)
+        mass_before = tf.math.cumsum(tf.nn.softmax(ranked), axis=-1, exclusive=True)  # (N, V)
+        # The nucleus: every token whose more likely tokens hold less than top_p.
+        smallest = tf.reduce_min(
+            tf.where(mass_before < top_p, ranked, float("inf")), axis=-1, keepdims=True
+        )  # (N, 1)
+        logits = tf.where(logits < smallest, _NEG_INF, logits)
+    return logits
+
+
+def _gumbel_noise(key, step, shape):
+    """Gumbel(0, 1) noise (N, V) hashed from the key (2,) uint32, the step and (row, token)."""
+    rows, vocabulary = shape[0], shape[1]
+    counter = tf.range(rows)[:, None] * vocabulary + tf.range(vocabulary)[None, :]  # (N, V)
+    xor = tf.bitwise.bitwise_xor
+    step_key = _mix32(xor(key[0], _mix32(xor(key[1], _mix32(tf.bitcast(step, tf.uint32) * _GOLDEN)))))
+    bits = _mix32(xor(_mix32(xor(tf.bitcast(counter, tf.uint32), step_key)), key[1]))  # (N, V)
+    # 24 random bits, centred in their interval: uniform in (0, 1), never 0 or 1.
+    uniform = (tf.cast(_shift(bits, 8), tf.float32) + 0.5) * (1.0 / (1 << 24))
+    return -tf.math.log(-tf.math.log(uniform))
+
+
+_GOLDEN = 0x9E3779B9  # 2**32 / golden ratio: spreads consecutive steps over the 32 bits
+
+
+def _mix32(x):
+    """MurmurHash3's 32-bit finaliser: every input bit flips each output bit with probability ~1/2."""
+    x = tf.bitwise.bitwise_xor(x, _shift(x, 16)) * tf.constant(0x85EBCA6B, tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, _shift(x, 13)) * tf.constant(0xC2B2AE35, tf.uint32)
+    return tf.bitwise.bitwise_xor(x, _shift(x, 16))
+
+
+def _shift(x, bits):
+    return tf.bitwise.right_shift(x, tf.constant(bits, tf.uint32))
+
+
 def trim_ids(ids, pad_id=PAD_ID):
     """Cuts (B, L) ids to the longest row, (B, L') with L' <= L.
 
@@ -445,7 +614,7 @@ def _row_limits(max_lengths, batch_size, max_length):
 
 
 # --------------------------------------------------------------------------
-# The model's step function, and the public decoding entry points.
+# The model's step function and its cache.
 # --------------------------------------------------------------------------
 
 
@@ -540,9 +709,308 @@ def grow_cache_state(state, capacity):
 CACHE_SEGMENTS = (32, 64)
 
 
-def greedy_decode(
+# --------------------------------------------------------------------------
+# Decoding strategies: what to search with, as small immutable objects.
+# --------------------------------------------------------------------------
+
+
+class Strategy(abc.ABC):
+    """A decoding strategy: its options, and its search over a step function.
+
+    Strategies are frozen dataclasses: hashable (traced searches are cached
+    per strategy), comparable, and written as plain dicts (`to_dict`,
+    `strategy_from_dict`) in a run's metrics and an export's metadata.
+    Adding one is a subclass here (its `name`, `FLAGS`, checks in
+    `__post_init__` and `search`) and its tests; `decode`, the Translator,
+    evaluation, the export and the CLIs take it as it is.
+
+    Class attributes:
+        name: what `to_dict` and `--strategy` call it.
+        FLAGS: its command-line options (argparse dests, e.g. "beam_size")
+            -> its fields (e.g. "size"); see `strategy_from_flags`.
+    """
+
+    name: ClassVar[str]
+    FLAGS: ClassVar[dict[str, str]]
+
+    @property
+    def rows_per_sentence(self) -> int:
+        """Rows fed to `step_fn` per sentence: the initial state has B times this many."""
+        return 1
+
+    @abc.abstractmethod
+    def search(
+        self,
+        step_fn,
+        initial_ids,
+        initial_state,
+        *,
+        end_id,
+        max_length,
+        max_lengths=None,
+        pad_id=PAD_ID,
+        state_growth=None,
+    ):
+        """Runs the search, in the graph: the arguments of `greedy_search`.
+
+        `initial_state` holds B * `rows_per_sentence` rows.
+
+        Returns:
+            `(ids, scores)`: int32 (B, L) one hypothesis per sentence, in the
+            format of `greedy_search`; float32 (B,) its score.
+        """
+
+    def to_dict(self) -> dict[str, Any]:
+        """`{"name": ..., **fields}`, plain JSON values; `strategy_from_dict` reads it back."""
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Greedy(Strategy):
+    """The most likely token at every step; scores are log-probability sums.
+
+    Example:
+    >>> ids, scores = decode(model, encoder_tokens, Greedy(), start_id=2, end_id=3, max_length=40)
+    """
+
+    name: ClassVar[str] = "greedy"
+    FLAGS: ClassVar[dict[str, str]] = {}
+
+    def search(self, step_fn, initial_ids, initial_state, *, end_id, max_length,
+               max_lengths=None, pad_id=PAD_ID, state_growth=None):
+        return _greedy_with_scores(
+            step_fn, initial_ids, initial_state, end_id=end_id, max_length=max_length,
+            max_lengths=max_lengths, pad_id=pad_id, state_growth=state_growth,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Beam(Strategy):
+    """Beam search (`beam_search`): K beams, the GNMT length penalty.
+
+    Scores are length-penalised log-probabilities. `size=1` is greedy search
+    (the same ids as `Greedy()`), scored with the length penalty.
+
+    Args:
+        size: K, the beam size.
+        length_penalty: alpha of the GNMT penalty `((5 + len) / 6) ** alpha`, >= 0.
+    """
+
+    size: int = 4
+    length_penalty: float = 0.6
+    name: ClassVar[str] = "beam"
+    FLAGS: ClassVar[dict[str, str]] = {"beam_size": "size", "length_penalty": "length_penalty"}
+
+    def __post_init__(self):
+        _check_positive_int("size", self.size)
+        _check_real("length_penalty", self.length_penalty)
+        if not 0 <= self.length_penalty < float("inf"):
+            raise ValueError(
+                "`length_penalty` must be a finite number >= 0 (0 ranks by log-probability); "
+                f"received length_penalty={self.length_penalty!r}"
+            )
+        object.__setattr__(self, "length_penalty", float(self.length_penalty))
+
+    @classmethod
+    def from_train_settings(cls, settings: dict) -> Beam:
+        """A run's strategy from its train config dict (`beam_size`, `length_penalty`).
+
+        Runs store no strategy, only those two (size 1: greedy); missing ones
+        take the defaults, so every run directory loads.
+        """
+        return cls(
+            size=settings.get("beam_size", cls.size),
+            length_penalty=settings.get("length_penalty", cls.length_penalty),
+        )
+
+    @property
+    def rows_per_sentence(self) -> int:
+        return self.size
+
+    def search(self, step_fn, initial_ids, initial_state, *, end_id, max_length,
+               max_lengths=None, pad_id=PAD_ID, state_growth=None):
+        if self.size == 1:
+            # As the Translator always did: greedy ids (a width-1 beam with a
+            # length penalty may prefer a longer hypothesis), penalised scores.
+            ids, logprobs = _greedy_with_scores(
+                step_fn, initial_ids, initial_state, end_id=end_id, max_length=max_length,
+                max_lengths=max_lengths, pad_id=pad_id, state_growth=state_growth,
+            )
+            lengths = tf.reduce_sum(tf.cast(tf.not_equal(ids, pad_id), tf.int32), axis=1)  # (B,)
+            return ids, logprobs / gnmt_length_penalty(lengths, self.length_penalty)
+        ids, scores = beam_search(
+            step_fn, initial_ids, initial_state, beam_size=self.size, end_id=end_id,
+            max_length=max_length, length_penalty=self.length_penalty,
+            max_lengths=max_lengths, pad_id=pad_id, state_growth=state_growth,
+        )  # (B, K, L), (B, K)
+        return ids[:, 0], scores[:, 0]  # (B, L), (B,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling(Strategy):
+    """Random sampling (`sampling_search`), with temperature, top-k and top-p cuts.
+
+    Scores are the sums of the model's log-probabilities of the sampled ids.
+    `top_k=1` is greedy search.
+
+    Args:
+        temperature: > 0; below 1 sharpens the distribution, above 1 flattens it.
+        top_k: sample among the k most likely tokens; 0 = no cut.
+        top_p: sample within the nucleus of this mass, in (0, 1]; 1 = no cut.
+        seed: an int in [0, 2**63): the same sources give the same samples
+            (also under XLA and in an export); None: new samples every call.
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+    name: ClassVar[str] = "sampling"
+    FLAGS: ClassVar[dict[str, str]] = {
+        "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "seed": "seed"
+    }
+
+    def __post_init__(self):
+        _check_sampling_options(self.temperature, self.top_k, self.top_p, self.seed)
+        object.__setattr__(self, "temperature", float(self.temperature))
+        object.__setattr__(self, "top_p", float(self.top_p))
+
+    def search(self, step_fn, initial_ids, initial_state, *, end_id, max_length,
+               max_lengths=None, pad_id=PAD_ID, state_growth=None):
+        return sampling_search(
+            step_fn, initial_ids, initial_state, temperature=self.temperature,
+            top_k=self.top_k, top_p=self.top_p, seed=self.seed, end_id=end_id,
+            max_length=max_length, max_lengths=max_lengths, pad_id=pad_id,
+            state_growth=state_growth,
+        )
+
+
+STRATEGIES = {cls.name: cls for cls in (Greedy, Beam, Sampling)}
+
+
+def strategy_from_dict(values: dict) -> Strategy:
+    """The strategy of a `Strategy.to_dict()` dict, e.g. `{"name": "beam", "size": 5}`.
+
+    Fields left out take their defaults; unknown names and fields are errors.
+    """
+    if not isinstance(values, dict) or values.get("name") not in STRATEGIES:
+        raise ValueError(
+            f"a decoding strategy dict needs a `name`, one of {', '.join(STRATEGIES)}; "
+            f"received {values!r}"
+        )
+    cls = STRATEGIES[values["name"]]
+    fields = {key: value for key, value in values.items() if key != "name"}
+    known = [field.name for field in dataclasses.fields(cls)]
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        raise ValueError(
+            f"unknown field(s) {unknown} of strategy {cls.name!r}; its fields are {known}"
+        )
+    return cls(**fields)
+
+
+def strategy_from_flags(name, options, default) -> Strategy:
+    """The strategy that the command-line flags `--strategy NAME --OPTION VALUE ...` ask for.
+
+    Args:
+        name: "greedy", "beam" or "sampling"; None keeps the kind of `default`.
+        options: `{dest: value}` of every strategy flag (the keys of the
+            strategies' `FLAGS`, e.g. "beam_size", "top_k"); None = not given.
+        default: the strategy without flags (a run's: `Beam.from_train_settings`);
+            flags not given keep its values when it is of the chosen kind,
+            else the chosen strategy's defaults.
+
+    Raises:
+        ValueError: naming the flag that belongs to another strategy, or the
+            option and value that the strategy rejects.
+    """
+    kind = default.name if name is None else name
+    if kind not in STRATEGIES:
+        raise ValueError(f"`--strategy` must be one of {', '.join(STRATEGIES)}; received {kind!r}")
+    cls = STRATEGIES[kind]
+    given = {dest: value for dest, value in options.items() if value is not None}
+    for dest in given:
+        if dest not in cls.FLAGS:
+            owners = [other.name for other in STRATEGIES.values() if dest in other.FLAGS]
+            flag = "--" + dest.replace("_", "-")
+            chosen = f"--strategy {kind}" if name else f"the run's strategy ({kind})"
+            raise ValueError(
+                f"{flag} is an option of --strategy {' / '.join(owners)}, not of {chosen}; "
+                f"drop {flag} or pass --strategy {owners[0]}"
+            )
+    fields = dataclasses.asdict(default) if isinstance(default, cls) else {}
+    fields.update({cls.FLAGS[dest]: value for dest, value in given.items()})
+    try:
+        return cls(**fields)
+    except ValueError as error:
+        flags = " ".join(f"--{dest.replace('_', '-')} {value}" for dest, value in given.items())
+        raise ValueError(f"{error} (from {flags or 'the run'})") from None
+
+
+def _greedy_with_scores(step_fn, initial_ids, initial_state, *, end_id, max_length,
+                        max_lengths, pad_id, state_growth):
+    """`greedy_search`, and each row's sum of log-probabilities: `(ids (B, L), scores (B,))`.
+
+    `greedy_search` returns only ids, so the step function is wrapped: it
+    also writes the log-probability of the token greedy search picks at
+    each step (the best non-PAD one, normalised over the whole vocabulary
+    as in beam search) into a (B, L) buffer in the state. The final state
+    leaves the search through the state-growth hook that `_segmented_loop`
+    calls between its loops: the search runs with max_length L + 1 and
+    every row limited to L, so all rows finish by step L, where one more
+    boundary hands the state over, and the loop after it runs no step.
+    The summed buffer counts the columns that hold a token.
+    """
+    _check_positive_int("max_length", max_length)
+    initial_ids = tf.convert_to_tensor(initial_ids, tf.int32)  # (B,)
+    batch_size = tf.shape(initial_ids)[0]
+    limits = _row_limits(max_lengths, batch_size, max_length)  # (B,)
+    columns = tf.range(max_length)[None, :]  # (1, L)
+    boundaries, grow = state_growth if state_growth is not None else ((), None)
+    boundaries = [b for b in boundaries if b < max_length]
+    final = {}
+
+    def scored_step(ids, state):
+        logits, inner = step_fn(ids, state["inner"])  # (B, V)
+        logits = tf.cast(logits, tf.float32)
+        best = tf.reduce_max(_forbid_pad(logits, pad_id), axis=-1)  # (B,): greedy's pick
+        logprob = best - tf.reduce_logsumexp(logits, axis=-1)  # (B,)
+        logprobs = tf.where(columns == state["step"], logprob[:, None], state["logprobs"])
+        return logits, {"inner": inner, "step": state["step"] + 1, "logprobs": logprobs}
+
+    def hand_over(state, segment):
+        if segment == len(boundaries):  # the boundary at L: the search is over
+            final["state"] = state
+            return state
+        return {**state, "inner": grow(state["inner"], segment)}
+
+    ids = greedy_search(
+        scored_step,
+        initial_ids,
+        {
+            "inner": initial_state,
+            "step": tf.constant(0, tf.int32),
+            "logprobs": tf.zeros([batch_size, max_length], tf.float32),  # (B, L)
+        },
+        end_id=end_id,
+        max_length=max_length + 1,
+        max_lengths=limits,
+        pad_id=pad_id,
+        state_growth=([*boundaries, max_length], hand_over),
+    )[:, :max_length]  # (B, L); column L is never written
+    logprobs = final["state"]["logprobs"]  # (B, L)
+    return ids, tf.reduce_sum(tf.where(tf.not_equal(ids, pad_id), logprobs, 0.0), axis=1)
+
+
+# --------------------------------------------------------------------------
+# The public entry point: a model, a batch of sources, a strategy.
+# --------------------------------------------------------------------------
+
+
+def decode(
     model,
     encoder_tokens,
+    strategy,
     *,
     start_id,
     end_id,
@@ -551,13 +1019,15 @@ def greedy_decode(
     max_length_offset=0,
     jit_compile=True,
 ):
-    """Greedy decoding of a batch with the model's KV cache.
+    """Decodes a batch with the model's KV cache and a strategy.
 
     Args:
         model: a model from `build_transformer` (or reloaded from `.keras`).
         encoder_tokens: int (B, S) source ids, PAD = 0.
+        strategy: `Greedy()`, `Beam(size, length_penalty)` or
+            `Sampling(temperature, top_k, top_p, seed)`.
         start_id: the start token fed first.
-        end_id: the END token; a row stops after emitting it.
+        end_id: the END token; a hypothesis is finished once it emits it.
         max_length: most tokens generated per row; the model must hold
             `max_length + 1` target positions.
         max_length_ratio, max_length_offset: optional per-row limits
@@ -568,69 +1038,24 @@ def greedy_decode(
             of 8 to bound that, KNOWN_TRAPS 9).
 
     Returns:
-        int32 (B, L), L <= max_length: the generated ids after the start
-        token, `end_id` last where a row finished, PAD (0) after it.
+        `(ids, scores)`: int32 (B, L), L <= max_length, the generated ids
+        after the start token, `end_id` last where a row finished, PAD (0)
+        after it; float32 (B,) their scores (greedy and sampling: the sum
+        of log-probabilities; beam: length-penalised).
+
+    Example:
+    >>> ids, scores = decode(model, encoder_tokens, Beam(size=4), start_id=2, end_id=3,
+    ...                      max_length=40)
     """
     search = _compiled_search(
         model,
-        "greedy",
+        strategy,
         dict(
             start_id=start_id,
             end_id=end_id,
             max_length=max_length,
             max_length_ratio=max_length_ratio,
             max_length_offset=max_length_offset,
-        ),
-        jit_compile,
-    )
-    return trim_ids(search(_source_batch(model, encoder_tokens, jit_compile)))
-
-
-def beam_decode(
-    model,
-    encoder_tokens,
-    *,
-    start_id,
-    end_id,
-    max_length,
-    beam_size=4,
-    length_penalty=0.6,
-    max_length_ratio=None,
-    max_length_offset=0,
-    jit_compile=True,
-):
-    """Beam search decoding of a batch with the model's KV cache.
-
-    Args:
-        model: a model from `build_transformer` (or reloaded from `.keras`).
-        encoder_tokens: int (B, S) source ids, PAD = 0.
-        start_id: the start token fed first.
-        end_id: the END token; a hypothesis is finished once it emits it.
-        max_length: most tokens generated per hypothesis; the model must
-            hold `max_length + 1` target positions.
-        beam_size: K.
-        length_penalty: alpha of the GNMT penalty `((5 + len) / 6) ** alpha`.
-        max_length_ratio, max_length_offset: optional per-row limits
-            `floor(ratio * source_length + offset)`, capped by `max_length`,
-            at least 1; `None` ratio means no per-row limit.
-        jit_compile: compile the whole search with XLA (see `greedy_decode`).
-
-    Returns:
-        `(ids, scores)`: int32 (B, L), L <= max_length, the best hypothesis
-        of each row in the format of `greedy_decode`; float32 (B,) its
-        length-penalised log-probability.
-    """
-    search = _compiled_search(
-        model,
-        "beam",
-        dict(
-            start_id=start_id,
-            end_id=end_id,
-            max_length=max_length,
-            max_length_ratio=max_length_ratio,
-            max_length_offset=max_length_offset,
-            beam_size=beam_size,
-            length_penalty=length_penalty,
         ),
         jit_compile,
     )
@@ -638,23 +1063,24 @@ def beam_decode(
     return trim_ids(ids), scores
 
 
-# Traced searches per model, keyed by (kind, options, jit_compile). Weak keys
-# and a weak reference inside the traced function, so a model that is no
+# Traced searches per model, keyed by (strategy, options, jit_compile). Weak
+# keys and a weak reference inside the traced function, so a model that is no
 # longer used is freed together with its compiled searches.
 _SEARCHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _compiled_search(model, kind, options, jit_compile):
-    """The one `tf.function` (B, S) ids -> search result, cached per model and options."""
+def _compiled_search(model, strategy, options, jit_compile):
+    """The one `tf.function` (B, S) ids -> (ids, scores), cached per model, strategy and options."""
+    check_strategy(strategy)
     _check_decode_options(model, options)
     if not isinstance(jit_compile, bool):
         raise ValueError(
             f"`jit_compile` must be True or False; received jit_compile={jit_compile!r}"
         )
-    key = (kind, tuple(sorted(options.items())), jit_compile)
+    key = (strategy, tuple(sorted(options.items())), jit_compile)
     searches = _SEARCHES.setdefault(model, {})
     if key not in searches:
-        searches[key] = _trace_search(weakref.ref(model), kind, options, jit_compile)
+        searches[key] = _trace_search(weakref.ref(model), strategy, options, jit_compile)
     return searches[key]
 
 
@@ -662,32 +1088,31 @@ def search_in_graph(
     model,
     encoder_tokens,
     *,
-    kind,
+    strategy,
     start_id,
     end_id,
     max_length,
-    beam_size=1,
-    length_penalty=0.6,
     max_length_ratio=None,
     max_length_offset=0,
     cache_segments=CACHE_SEGMENTS,
 ):
     """The whole search as plain TensorFlow ops, to run inside a caller's `tf.function`.
 
-    `greedy_decode` / `beam_decode` trace this once per model; the SavedModel
-    export calls it inside its serving function.
+    `decode` traces this once per model and strategy; the SavedModel export
+    calls it inside its serving function.
 
     Args:
         model: a model from `build_transformer`, or its `TransformerParts`.
         encoder_tokens: int32 (B, S).
-        kind: "greedy" or "beam".
+        strategy: a `Strategy`.
         cache_segments: step counts at which the self-attention cache grows
             (see `CACHE_SEGMENTS`); () allocates the whole cache at once.
-        (the rest as in `beam_decode`.)
+        (the rest as in `decode`.)
 
     Returns:
-        greedy: ids int32 (B, max_length); beam: `(ids (B, max_length), scores (B,))`.
+        `(ids (B, max_length), scores (B,))`, as `Strategy.search`.
     """
+    check_strategy(strategy)
     batch_size = tf.shape(encoder_tokens)[0]
     start_ids = tf.fill([batch_size], tf.constant(start_id, tf.int32))
     max_lengths = None
@@ -702,35 +1127,19 @@ def search_in_graph(
     boundaries = [b for b in cache_segments if b < max_length]
     capacities = [*boundaries, max_length + 1]
     growth = (boundaries, lambda state, segment: grow_cache_state(state, capacities[segment + 1]))
-    if kind == "greedy":
-        step_fn, state = model_step_fn(
-            model, encoder_tokens, max_length=max_length, cache_capacity=capacities[0]
-        )
-        return greedy_search(
-            step_fn, start_ids, state, end_id=end_id, max_length=max_length,
-            max_lengths=max_lengths, state_growth=growth,
-        )
     step_fn, state = model_step_fn(
-        model, encoder_tokens, max_length=max_length, beam_size=beam_size,
+        model, encoder_tokens, max_length=max_length, beam_size=strategy.rows_per_sentence,
         cache_capacity=capacities[0],
     )
-    ids, scores = beam_search(
-        step_fn,
-        start_ids,
-        state,
-        beam_size=beam_size,
-        end_id=end_id,
-        max_length=max_length,
-        length_penalty=length_penalty,
-        max_lengths=max_lengths,
-        state_growth=growth,
+    return strategy.search(
+        step_fn, start_ids, state, end_id=end_id, max_length=max_length,
+        max_lengths=max_lengths, state_growth=growth,
     )
-    return ids[:, 0], scores[:, 0]  # (B, L), (B,)
 
 
-def _trace_search(model_ref, kind, options, jit_compile):
+def _trace_search(model_ref, strategy, options, jit_compile):
     def search(encoder_tokens):
-        return search_in_graph(model_ref(), encoder_tokens, kind=kind, **options)
+        return search_in_graph(model_ref(), encoder_tokens, strategy=strategy, **options)
 
     # Unknown batch and source sizes: traced once; XLA still compiles per
     # concrete shape, which `_source_batch` keeps to few.
@@ -804,6 +1213,37 @@ def _check_max_length(parts, max_length):
         )
 
 
+def check_strategy(strategy):
+    """Raises unless `strategy` is a `Strategy` (Greedy(), Beam(...), Sampling(...))."""
+    if not isinstance(strategy, Strategy):
+        raise ValueError(  # noqa: TRY004 (a ValueError, as every argument check here)
+            "`strategy` must be a decoding strategy: Greedy(), Beam(size, length_penalty) "
+            f"or Sampling(temperature, top_k, top_p, seed); received strategy={strategy!r}"
+        )
+
+
+def _check_sampling_options(temperature, top_k, top_p, seed):
+    _check_real("temperature", temperature)
+    if not 0 < temperature < float("inf"):
+        raise ValueError(
+            "`temperature` must be a finite number > 0 (use Greedy() for argmax decoding); "
+            f"received temperature={temperature!r}"
+        )
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 0:
+        raise ValueError(
+            f"`top_k` must be an integer >= 0 (0 = no top-k cut); received top_k={top_k!r}"
+        )
+    _check_real("top_p", top_p)
+    if not 0 < top_p <= 1:
+        raise ValueError(f"`top_p` must be in (0, 1] (1 = no nucleus cut); received top_p={top_p!r}")
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63
+    ):
+        raise ValueError(
+            f"`seed` must be None or an integer in [0, 2**63); received seed={seed!r}"
+        )
+
+
 def _check_decode_options(model, options):
     parts = TransformerParts.from_model(model)
     _check_max_length(parts, options["max_length"])
@@ -819,9 +1259,6 @@ def _check_decode_options(model, options):
                 f"`{name}` must be a token id in [1, {vocabulary}) (0 is PAD); "
                 f"received {name}={value!r}"
             )
-    if "beam_size" in options:
-        _check_positive_int("beam_size", options["beam_size"])
-        _check_real("length_penalty", options["length_penalty"])
     ratio = options["max_length_ratio"]
     if ratio is not None:
         _check_real("max_length_ratio", ratio)
@@ -831,3 +1268,8 @@ def _check_decode_options(model, options):
                 f"received max_length_ratio={ratio!r}"
             )
     _check_real("max_length_offset", options["max_length_offset"])
+
+
+# The default of the Translator, `evaluate_run` and the export's module
+# (made here, after the checks that `Beam` runs).
+DEFAULT_STRATEGY = Beam()

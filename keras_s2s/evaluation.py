@@ -19,6 +19,8 @@ from sacremoses.corpus import NonbreakingPrefixes
 from keras_s2s import data
 from keras_s2s.config import check_load_precision
 from keras_s2s.data.pipeline import count_batches
+from keras_s2s.decoding import DEFAULT_STRATEGY, Strategy, check_strategy
+from keras_s2s.export import exported_strategy
 from keras_s2s.losses import MaskedCrossEntropy, masked_accuracy
 from keras_s2s.run_dir import RunDir, write_evaluation
 from keras_s2s.translator import Translator, length_sorted_batches
@@ -225,6 +227,10 @@ def saved_model_translate(path: str, batch_size: int = 64):
     return translate
 
 
+def _strategy_dict(strategy):
+    return None if strategy is None else strategy.to_dict()
+
+
 def teacher_forced_metrics(model, dataset) -> dict:
     """Loss (no label smoothing), masked token accuracy and perplexity."""
     model.compile(loss=MaskedCrossEntropy(), metrics=[masked_accuracy()], jit_compile=False)
@@ -240,8 +246,7 @@ def evaluate_run(
     run_dir: str,
     corpus,
     *,
-    beam_size: int = 4,
-    length_penalty: float = 0.6,
+    strategy: Strategy = DEFAULT_STRATEGY,
     batch_size: int = 64,
     batch_tokens: int = 4096,
     max_sentences: int | None = None,
@@ -259,8 +264,7 @@ def evaluate_run(
     Args:
         run_dir: a trained run (model.keras, config.json, tokenizers).
         corpus: a TSV path or a `(source_path, target_path)` tuple.
-        beam_size: 1 for greedy search.
-        length_penalty: GNMT alpha.
+        strategy: the decoding strategy (`keras_s2s.decoding`).
         batch_size: sentences decoded together.
         batch_tokens: token budget of the teacher-forced evaluation batches.
         max_sentences: evaluate only the first N pairs.
@@ -283,9 +287,8 @@ def evaluate_run(
             users expect; detokenised hypotheses go to `hypotheses.detok.txt`.
         saved_model: an exported version directory (saved_models/NAME/N):
             translate through its `serving_default` signature, tokenization
-            included, instead of the in-process Translator. Its beam size and
-            length penalty are the ones fixed at export; `beam_size` and
-            `length_penalty` are then ignored.
+            included, instead of the in-process Translator. Its decoding
+            strategy is the one fixed at export; `strategy` is then ignored.
         precision: the dtype policy the in-process model runs under (see
             `load_run_model`); None keeps the training's.
 
@@ -300,6 +303,7 @@ def evaluate_run(
             f"when it is exported: received precision={precision!r}, saved_model={saved_model!r}"
         )
     check_load_precision(precision)
+    check_strategy(strategy)
     check_reference_args(tokenized_reference, language, hypotheses_tokenized, raw_reference)
     stats = data.CorpusStats()
     pairs = list(data.read_corpus(corpus, stats=stats))
@@ -327,9 +331,7 @@ def evaluate_run(
     run = RunDir(run_dir)
     output_dir = output_dir or run.eval_dir
     os.makedirs(output_dir, exist_ok=True)
-    translator = Translator.from_run_dir(
-        run_dir, precision, beam_size=beam_size, length_penalty=length_penalty
-    )
+    translator = Translator.from_run_dir(run_dir, precision, strategy=strategy)
     config = run.read_model_config()
 
     dataset = data.make_dataset(
@@ -379,8 +381,9 @@ def evaluate_run(
     metrics.update(
         {
             "sentences": len(sources),
-            "beam_size": beam_size if saved_model is None else None,
-            "length_penalty": length_penalty if saved_model is None else None,
+            # The export's strategy is its own (None for an export without the record).
+            "strategy": _strategy_dict(strategy if saved_model is None
+                                       else exported_strategy(saved_model)),
             "decoded_by": "translator" if saved_model is None else f"saved_model:{saved_model}",
             # The policy the decoder layers computed in (the in-process model's).
             "precision": (

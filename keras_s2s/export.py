@@ -3,7 +3,8 @@
     saved_models/<name>/<version>/
         saved_model.pb, variables/
         assets/        source/target (or shared) .model/.vocab, config.json
-        assets.extra/  tf_serving_warmup_requests (PredictionLog records)
+        assets.extra/  tf_serving_warmup_requests (PredictionLog records),
+                       decoding_strategy.json (the strategy in the graph, `Strategy.to_dict`)
 
 Signatures:
     serving_default   inputs: string (N,) -> outputs: string (N,), scores: float32 (N,)
@@ -11,10 +12,13 @@ Signatures:
                       (L = the max generated length, fixed: PAD (0) after END)
 
 Everything runs in the graph: tensorflow-text SentencePiece tokenization,
-the encoder, beam search (greedy when beam_size is 1) with the KV cache in
-core TensorFlow ops, and detokenization. No TensorFlow Addons op, no
-py_function and no XLA-only op: stock TF Serving, which links core
-TensorFlow and tensorflow-text, runs it (KNOWN_TRAPS 7, 8).
+the encoder, the search of the export's decoding strategy (greedy, beam or
+sampling, see `keras_s2s.decoding`) with the KV cache in core TensorFlow
+ops, and detokenization. No TensorFlow Addons op, no py_function and no
+XLA-only op: stock TF Serving, which links core TensorFlow and
+tensorflow-text, runs it (KNOWN_TRAPS 7, 8). A Sampling export samples at
+every request: with a seed, the same request gives the same outputs;
+without one, new outputs each time.
 
 `jit_compile=True` (`--jit-compile`) marks the search (not the tokenizers,
 which have no XLA kernels) for XLA, with source lengths padded to multiples
@@ -44,10 +48,11 @@ from keras_s2s.checks import check_bool, check_positive_int
 from keras_s2s.data.tokenizers import END_ID, START_ID, load_tokenizers
 from keras_s2s.files import atomic_directory
 from keras_s2s.models import TransformerParts, load_run_model
-from keras_s2s.run_dir import CONFIG_FILE, TOKENIZER_FILES, TRAIN_CONFIG_FILE, RunDir
+from keras_s2s.run_dir import CONFIG_FILE, TOKENIZER_FILES, TRAIN_CONFIG_FILE, RunDir, read_json, write_json
 from keras_s2s.translator import prepare_sources
 
 WARMUP_FILE = "tf_serving_warmup_requests"
+STRATEGY_FILE = "decoding_strategy.json"
 WARMUP_SENTENCES = ("Hello.", "", "A longer sentence, to warm up a second shape of the graph.")
 
 
@@ -59,8 +64,7 @@ class TranslationModule(tf.Module):
         source_tokenizer, target_tokenizer: `keras_s2s.data.Tokenizer`s
             (tf.Modules: attaching them here makes the SavedModel track
             their resources).
-        beam_size: K; 1 is greedy search.
-        length_penalty: GNMT alpha.
+        strategy: the decoding strategy in the graph (`keras_s2s.decoding`).
         max_length: most generated tokens (default: model max_length - 1).
         asset_paths: files copied into the SavedModel's assets/.
         jit_compile: run the search under XLA (see the module docstring).
@@ -72,8 +76,7 @@ class TranslationModule(tf.Module):
         source_tokenizer,
         target_tokenizer,
         *,
-        beam_size=4,
-        length_penalty=0.6,
+        strategy=decoding.DEFAULT_STRATEGY,
         max_length=None,
         asset_paths=(),
         jit_compile=False,
@@ -86,8 +89,8 @@ class TranslationModule(tf.Module):
         object.__setattr__(self, "parts", TransformerParts.from_model(model))
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
-        self.beam_size = beam_size
-        self.length_penalty = float(length_penalty)
+        decoding.check_strategy(strategy)
+        self.strategy = strategy
         self.source_max_length = self.parts.source_embedding.max_length
         self.max_length = max_length or self.parts.target_embedding.max_length - 1
         self.assets = [tf.saved_model.Asset(path) for path in asset_paths]
@@ -105,16 +108,14 @@ class TranslationModule(tf.Module):
         )
 
     def _search_ids(self, encoder_tokens):
-        """(N, S) ids -> ids (N, L), scores (N,); beam search (K=1 is greedy)."""
+        """(N, S) ids -> ids (N, L), scores (N,), by the module's strategy."""
         return decoding.search_in_graph(
             self.parts,
             encoder_tokens,
-            kind="beam",  # also for K=1: it returns the scores the signature promises
+            strategy=self.strategy,
             start_id=START_ID,
             end_id=END_ID,
             max_length=self.max_length,
-            beam_size=self.beam_size,
-            length_penalty=self.length_penalty,
         )
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="encoder_tokens")])
@@ -166,8 +167,7 @@ def export_run(
     *,
     base_dir: str = "saved_models",
     version: int | None = None,
-    beam_size: int | None = None,
-    length_penalty: float | None = None,
+    strategy: decoding.Strategy | None = None,
     overwrite: bool = False,
     precision: str | None = None,
     jit_compile: bool = False,
@@ -184,8 +184,9 @@ def export_run(
         name: the model name (the folder under `base_dir`).
         base_dir: where models live.
         version: the version number (default: the next free one).
-        beam_size: beam size in the graph (default: the run's; 1 = greedy).
-        length_penalty: GNMT alpha (default: the run's).
+        strategy: the decoding strategy in the graph (default: the run's,
+            `Beam.from_train_settings`: its beam size and length penalty,
+            size 1 = greedy); written to `assets.extra/decoding_strategy.json`.
         overwrite: replace an existing version instead of failing.
         precision: the dtype policy of the exported graph (see
             `load_run_model`); None keeps the training's. "float32" serves a
@@ -202,11 +203,9 @@ def export_run(
         )
     check_bool("jit_compile", jit_compile)
     run = RunDir(run_dir)
-    train_settings = run.read_json(TRAIN_CONFIG_FILE, default={})
-    beam_size = beam_size or train_settings.get("beam_size", 4)
-    length_penalty = (
-        train_settings.get("length_penalty", 0.6) if length_penalty is None else length_penalty
-    )
+    if strategy is None:
+        strategy = decoding.Beam.from_train_settings(run.read_json(TRAIN_CONFIG_FILE, default={}))
+    decoding.check_strategy(strategy)
     model_dir = os.path.join(base_dir, name)
     version = next_version(model_dir) if version is None else version
     check_positive_int("version", version)
@@ -224,8 +223,7 @@ def export_run(
         model,
         source_tokenizer,
         target_tokenizer,
-        beam_size=beam_size,
-        length_penalty=length_penalty,
+        strategy=strategy,
         asset_paths=assets,
         jit_compile=jit_compile,
     )
@@ -242,4 +240,13 @@ def export_run(
         extra = os.path.join(staging, "assets.extra")
         os.makedirs(extra, exist_ok=True)
         write_warmup_requests(os.path.join(extra, WARMUP_FILE), name)
+        write_json(os.path.join(extra, STRATEGY_FILE), strategy.to_dict())
     return target
+
+
+def exported_strategy(path: str):
+    """The decoding strategy in an exported version's graph, or None for an export without the file."""
+    metadata = os.path.join(path, "assets.extra", STRATEGY_FILE)
+    if not os.path.exists(metadata):
+        return None
+    return decoding.strategy_from_dict(read_json(metadata))

@@ -83,8 +83,8 @@ class Translator:
         model: a model made by `build_transformer` (or reloaded from `.keras`).
         source_tokenizer: tokenizes the input sentences.
         target_tokenizer: turns generated ids back into text.
-        beam_size: default beam size; 1 is greedy search.
-        length_penalty: GNMT alpha of beam search.
+        strategy: the default decoding strategy (`keras_s2s.decoding`
+            `Greedy()`, `Beam(size, length_penalty)`, `Sampling(...)`).
         max_length: most generated tokens; by default the model's
             `max_length - 1` (one cache slot holds the start token).
         jit_compile: run the search under XLA (faster on CPU; the exported
@@ -101,8 +101,7 @@ class Translator:
         source_tokenizer: Tokenizer,
         target_tokenizer: Tokenizer,
         *,
-        beam_size: int = 4,
-        length_penalty: float = 0.6,
+        strategy: decoding.Strategy = decoding.DEFAULT_STRATEGY,
         max_length: int | None = None,
         jit_compile: bool = True,
     ):
@@ -111,12 +110,12 @@ class Translator:
         self.parts = TransformerParts.from_model(model)
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
-        self.beam_size = beam_size
-        self.length_penalty = length_penalty
+        decoding.check_strategy(strategy)
+        self.strategy = strategy
         self.model_max_length = self.parts.source_embedding.max_length
         self.max_length = max_length or self.parts.target_embedding.max_length - 1
-        # (beam size, B, S) of every search call, S as fed: under XLA each
-        # distinct (beam size, B, S rounded up to 8) is one compilation.
+        # (strategy, B, S) of every search call, S as fed: under XLA each
+        # distinct (strategy, B, S rounded up to 8) is one compilation.
         self.search_shapes = collections.Counter()
 
     @classmethod
@@ -146,28 +145,17 @@ class Translator:
         )
         return ids.numpy(), empty.numpy()
 
-    def translate_ids(self, encoder_tokens, beam_size=None):
-        """(B, S) ids -> (generated ids (B, L), scores (B,) or None for greedy)."""
-        beam_size = self.beam_size if beam_size is None else beam_size
-        self.search_shapes[(beam_size, *np.shape(encoder_tokens))] += 1
-        if beam_size == 1:
-            ids = decoding.greedy_decode(
-                self.model,
-                encoder_tokens,
-                start_id=START_ID,
-                end_id=END_ID,
-                max_length=self.max_length,
-                jit_compile=self.jit_compile,
-            )
-            return np.asarray(ids), None
-        ids, scores = decoding.beam_decode(
+    def translate_ids(self, encoder_tokens, strategy=None):
+        """(B, S) ids -> (generated ids (B, L), scores (B,)); see `decoding.decode`."""
+        strategy = self.strategy if strategy is None else strategy
+        self.search_shapes[(strategy, *np.shape(encoder_tokens))] += 1
+        ids, scores = decoding.decode(
             self.model,
             encoder_tokens,
+            strategy,
             start_id=START_ID,
             end_id=END_ID,
             max_length=self.max_length,
-            beam_size=beam_size,
-            length_penalty=self.length_penalty,
             jit_compile=self.jit_compile,
         )
         return np.asarray(ids), np.asarray(scores)
@@ -175,7 +163,7 @@ class Translator:
     def translate(
         self,
         sentences,
-        beam_size: int | None = None,
+        strategy: decoding.Strategy | None = None,
         batch_size: int = 64,
         return_attention: bool = False,
         progress=None,
@@ -193,7 +181,7 @@ class Translator:
 
         Args:
             sentences: list of str.
-            beam_size: overrides the default beam size (1 = greedy).
+            strategy: overrides the default decoding strategy.
             batch_size: sentences decoded together.
             return_attention: also return, per sentence, the last decoder
                 layer's cross-attention (target pieces x source pieces,
@@ -219,7 +207,7 @@ class Translator:
             batch = encoder_tokens[rows, : lengths[rows].max()]  # (B, S_batch)
             if self.jit_compile:
                 batch = pad_batch(batch, batch_size)  # (B', S_batch), B' a power of 2 or batch_size
-            ids, _ = self.translate_ids(batch, beam_size)  # (B', L)
+            ids, _ = self.translate_ids(batch, strategy)  # (B', L)
             ids = ids[: len(rows)]  # (B, L)
             texts = self.target_tokenizer.detokenize(tf.constant(ids)).numpy()
             for row, text in zip(rows, texts):

@@ -1,4 +1,4 @@
-"""KV-cached greedy and beam search.
+"""KV-cached greedy and beam search, and the strategies that run them.
 
 Against the full model (naive argmax loop, teacher-forced scores), on
 scripted step functions (a fake second-order Markov "model" whose logits
@@ -16,10 +16,12 @@ import tensorflow as tf
 
 from keras_s2s import decoding
 from keras_s2s.decoding import (
-    beam_decode,
+    Beam,
+    Greedy,
+    Sampling,
     beam_search,
+    decode,
     gnmt_length_penalty,
-    greedy_decode,
     greedy_search,
     grow_cache_state,
     model_step_fn,
@@ -51,6 +53,16 @@ def sources():
     for row, length in enumerate(lengths):
         tokens[row, :length] = rng.integers(1, 40, size=length)
     return tokens
+
+
+def greedy_decode(model, encoder_tokens, **options):
+    """The ids of `decode` with `Greedy()`."""
+    return decode(model, encoder_tokens, Greedy(), **options)[0]
+
+
+def beam_decode(model, encoder_tokens, *, beam_size=4, length_penalty=0.6, **options):
+    """`decode` with `Beam(beam_size, length_penalty)`: (ids, scores)."""
+    return decode(model, encoder_tokens, Beam(beam_size, length_penalty), **options)
 
 
 def full_logits(model, encoder_tokens, decoder_tokens):
@@ -213,11 +225,48 @@ def test_beam_per_row_max_length_from_source_length(model, sources, ends):
 def test_beam_size_one_without_length_penalty_is_greedy(model, sources, ends, end_choice):
     # With a length penalty, width 1 may rightly keep extending a beam whose
     # normalised score can still beat an earlier END; without one it cannot.
+    # (`Beam(size=1)` runs greedy search; this is `beam_search` itself.)
     end_id = ends[end_choice]
-    options = dict(start_id=START, end_id=end_id, max_length=MAX_LENGTH, jit_compile=False)
-    greedy = greedy_decode(model, sources, **options)
-    beam, _ = beam_decode(model, sources, beam_size=1, length_penalty=0.0, **options)
-    np.testing.assert_array_equal(np.asarray(beam), np.asarray(greedy))
+    step_fn, state = model_step_fn(model, sources, max_length=MAX_LENGTH)
+    starts = tf.fill([len(sources)], START)
+    options = dict(end_id=end_id, max_length=MAX_LENGTH)
+    greedy = greedy_search(step_fn, starts, state, **options)
+    beam, _ = beam_search(step_fn, starts, state, beam_size=1, length_penalty=0.0, **options)
+    np.testing.assert_array_equal(np.asarray(beam)[:, 0], np.asarray(greedy))
+
+
+@pytest.mark.parametrize("end_choice", ["emitted", "absent"])
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_greedy_scores_are_the_full_models_log_probabilities(model, sources, ends, end_choice,
+                                                             jit_compile):
+    # Greedy search returns only ids; the strategy sums the log-probabilities
+    # of the picked tokens (the state leaves the loop through the growth hook).
+    end_id = ends[end_choice]
+    options = dict(start_id=START, end_id=end_id, max_length=MAX_LENGTH, jit_compile=jit_compile)
+    ids, scores = decode(model, sources, Greedy(), **options)
+    ids, scores = np.asarray(ids), np.asarray(scores)
+    np.testing.assert_array_equal(ids, naive_greedy(model, sources, end_id, MAX_LENGTH))
+    assert scores.dtype == np.float32 and scores.shape == (len(sources),)
+    np.testing.assert_allclose(scores, teacher_forced_score(model, sources, ids, 0.0), atol=1e-4)
+    # Beam(size=1): the same ids as greedy (as the Translator always had), penalised scores.
+    beam_ids, beam_scores = decode(model, sources, Beam(size=1, length_penalty=0.6), **options)
+    np.testing.assert_array_equal(np.asarray(beam_ids), ids)
+    np.testing.assert_allclose(
+        np.asarray(beam_scores), teacher_forced_score(model, sources, ids, 0.6), atol=1e-4
+    )
+
+
+def test_greedy_scores_stop_at_per_row_limits(model, sources, ends):
+    # Rows cut by their own limit count the tokens they have, not the steps
+    # that other rows still ran.
+    ids, scores = decode(model, sources, Greedy(), start_id=START, end_id=ends["absent"],
+                         max_length=MAX_LENGTH, max_length_ratio=0.5, max_length_offset=1,
+                         jit_compile=False)
+    ids = np.asarray(ids)
+    assert len({hypothesis_length(row) for row in ids}) > 1
+    np.testing.assert_allclose(
+        np.asarray(scores), teacher_forced_score(model, sources, ids, 0.0), atol=1e-4
+    )
 
 
 # --------------------------------------------------------------------------
@@ -457,16 +506,16 @@ def test_model_step_fn_searches_compile_with_xla(model, sources, ends, beam_size
     )
 
 
-def test_decode_functions_give_the_same_ids_with_xla(model, sources, ends):
+@pytest.mark.parametrize("strategy", [Greedy(), Beam(), Sampling(seed=5)], ids=str)
+def test_decode_gives_the_same_ids_with_xla(model, sources, ends, strategy):
     options = dict(start_id=START, end_id=ends["emitted"], max_length=MAX_LENGTH)
-    for decode in (greedy_decode, beam_decode):
-        plain = decode(model, sources, jit_compile=False, **options)
-        compiled = decode(model, sources, jit_compile=True, **options)
-        tf.nest.map_structure(
-            lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5),
-            plain,
-            compiled,
-        )
+    plain = decode(model, sources, strategy, jit_compile=False, **options)
+    compiled = decode(model, sources, strategy, jit_compile=True, **options)
+    tf.nest.map_structure(
+        lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5),
+        plain,
+        compiled,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -496,16 +545,16 @@ def _op_types(concrete_function):
     return types
 
 
-@pytest.mark.parametrize("kind", ["greedy", "beam"])
-def test_exported_search_graph_uses_core_ops_only(model, kind):
+@pytest.mark.parametrize(
+    "strategy", [Greedy(), Beam(size=2), Sampling(top_k=3, top_p=0.9), Sampling(seed=1)], ids=str
+)
+def test_exported_search_graph_uses_core_ops_only(model, strategy):
     # KNOWN_TRAPS 8: stock TF Serving has no Addons ops, no Python, and does
     # not compile XLA-only ops (e.g. XlaDynamicUpdateSlice) on CPU.
     options = dict(
         start_id=START, end_id=END, max_length=4, max_length_ratio=None, max_length_offset=0
     )
-    if kind == "beam":
-        options.update(beam_size=2, length_penalty=0.6)
-    search = decoding._compiled_search(model, kind, options, jit_compile=False)
+    search = decoding._compiled_search(model, strategy, options, jit_compile=False)
     types = _op_types(search.get_concrete_function())
     assert "While" in types
     forbidden = {t for t in types if t.startswith(("Xla", "Addons")) or "PyFunc" in t}
@@ -520,7 +569,7 @@ def test_exported_search_graph_uses_core_ops_only(model, kind):
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        (dict(beam_size=0), r"`beam_size` must be a positive integer; received beam_size=0"),
+        (dict(beam_size=0), r"`size` must be a positive integer; received size=0"),
         (dict(max_length=16), r"`max_length` must be at most 15 .* received max_length=16"),
         (dict(max_length=0), r"received max_length=0"),
         (dict(end_id=0), r"`end_id` .* received end_id=0"),
@@ -542,6 +591,8 @@ def test_greedy_decode_rejects_bad_arguments(model, sources):
         greedy_decode(model, sources[0], start_id=START, end_id=END, max_length=4)
     with pytest.raises(ValueError, match=r"received jit_compile='yes'"):
         greedy_decode(model, sources, start_id=START, end_id=END, max_length=4, jit_compile="yes")
+    with pytest.raises(ValueError, match=r"`strategy` must be a decoding strategy.*strategy='beam'"):
+        decode(model, sources, "beam", start_id=START, end_id=END, max_length=4)
 
 
 def test_search_functions_reject_bad_arguments(model, sources):
@@ -641,14 +692,14 @@ def test_block_ranking_gives_the_tokens_of_top_k_ties_included(vocabulary):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind, beam_size", [("greedy", 1), ("beam", 3)])
+@pytest.mark.parametrize("strategy", [Greedy(), Beam(size=3)], ids=str)
 @pytest.mark.parametrize("jit_compile", [False, True])
-def test_cache_grown_in_segments_gives_the_same_search(model, sources, ends, kind, beam_size,
+def test_cache_grown_in_segments_gives_the_same_search(model, sources, ends, strategy,
                                                        jit_compile):
     # Boundaries inside the search (steps 2 and 5 of 8) and an END that is
     # never emitted, so every segment runs and both growths happen.
-    options = dict(kind=kind, start_id=START, end_id=ends["absent"], max_length=MAX_LENGTH,
-                   beam_size=beam_size, length_penalty=0.6)
+    options = dict(strategy=strategy, start_id=START, end_id=ends["absent"],
+                   max_length=MAX_LENGTH)
 
     def search(segments):
         return tf.function(
@@ -657,15 +708,13 @@ def test_cache_grown_in_segments_gives_the_same_search(model, sources, ends, kin
         )(tf.constant(sources))
 
     whole, grown = search(()), search((2, 5))
-    if kind == "greedy":
-        np.testing.assert_array_equal(np.asarray(grown), np.asarray(whole))
+    np.testing.assert_array_equal(np.asarray(grown[0]), np.asarray(whole[0]))
+    np.testing.assert_allclose(np.asarray(grown[1]), np.asarray(whole[1]), atol=1e-6)
+    if strategy == Greedy():
         np.testing.assert_array_equal(
-            np.asarray(grown), naive_greedy(model, sources, ends["absent"], MAX_LENGTH)
+            np.asarray(grown[0]), naive_greedy(model, sources, ends["absent"], MAX_LENGTH)
         )
-        assert (np.asarray(grown) != 0).all()  # ran all 8 steps: through both growths
-    else:
-        np.testing.assert_array_equal(np.asarray(grown[0]), np.asarray(whole[0]))
-        np.testing.assert_allclose(np.asarray(grown[1]), np.asarray(whole[1]), atol=1e-6)
+        assert (np.asarray(grown[0]) != 0).all()  # ran all 8 steps: through both growths
 
 
 def test_grow_cache_state_pads_only_the_slot_axis_with_zeros(model, sources):
@@ -681,5 +730,5 @@ def test_grow_cache_state_pads_only_the_slot_axis_with_zeros(model, sources):
 
 def test_segmented_loop_rejects_unordered_boundaries(model, sources, ends):
     with pytest.raises(ValueError, match=r"`state_growth` boundaries must be increasing"):
-        search_in_graph(model, tf.constant(sources), kind="greedy", start_id=START,
+        search_in_graph(model, tf.constant(sources), strategy=Greedy(), start_id=START,
                         end_id=ends["absent"], max_length=MAX_LENGTH, cache_segments=(5, 2))

@@ -6,6 +6,7 @@ import sys
 import pytest
 import sacrebleu
 
+from keras_s2s.decoding import Greedy
 from keras_s2s.evaluation import (
     evaluate_run,
     moses_detokenize,
@@ -55,6 +56,8 @@ def test_evaluate_script_writes_metrics_matching_sacrebleu(tiny_run, tmp_path):
     assert metrics["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, [references]).score)
     for key in ("loss", "accuracy", "perplexity", "bleu_signature"):
         assert key in metrics
+    assert metrics["strategy"] == {"name": "beam", "size": 2, "length_penalty": 0.6}
+    assert "40 sentences, beam 2, " in result.stdout
     assert "bleu_lc_tok" not in metrics and "lc-tok" not in result.stdout  # flags not given
 
 
@@ -304,7 +307,7 @@ def test_evaluate_on_aligned_file_pairs(tiny_run, tmp_path):
     require_multi30k()
     corpus = (os.path.join(MULTI30K, "test2016.en"), os.path.join(MULTI30K, "test2016.de"))
     tokenized_reference = os.path.join(MULTI30K, "tok", "test2016.lc.norm.tok.de")
-    metrics = evaluate_run(tiny_run, corpus, beam_size=1, max_sentences=8,
+    metrics = evaluate_run(tiny_run, corpus, strategy=Greedy(), max_sentences=8,
                            output_dir=str(tmp_path), verbose=0,
                            tokenized_reference=tokenized_reference, language="de")
     hypotheses = (tmp_path / "hypotheses.txt").read_text(encoding="utf-8").split("\n")[:-1]

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from keras_s2s import export
+from keras_s2s.decoding import Beam, Greedy, Sampling
 from keras_s2s.translator import Translator
 from tests.helpers import REPO_ROOT, saved_graph
 
@@ -18,7 +19,7 @@ from tests.helpers import REPO_ROOT, saved_graph
 @pytest.fixture(scope="module")
 def exported(tiny_run, tmp_path_factory):
     base = tmp_path_factory.mktemp("saved_models")
-    path = export.export_run(tiny_run, "tiny", base_dir=str(base), beam_size=2)
+    path = export.export_run(tiny_run, "tiny", base_dir=str(base), strategy=Beam(2))
     return str(base), path
 
 
@@ -46,7 +47,7 @@ def test_fresh_process_with_only_tf_and_tf_text_matches_the_translator(exported,
     sentences = held_out(tiny_run)
     served = serve_in_fresh_process(path, sentences, tmp_path)
     assert served["modules"] == []  # keras_s2s was never imported
-    translator = Translator.from_run_dir(tiny_run, beam_size=2, jit_compile=False)
+    translator = Translator.from_run_dir(tiny_run, strategy=Beam(2), jit_compile=False)
     assert served["outputs"] == translator.translate(sentences)
 
 
@@ -116,7 +117,7 @@ def test_bad_inputs_through_the_loaded_saved_model(exported, tiny_run):
 def test_translate_ids_signature(exported, tiny_run):
     _, path = exported
     loaded = tf.saved_model.load(path)
-    translator = Translator.from_run_dir(tiny_run, beam_size=2, jit_compile=False)
+    translator = Translator.from_run_dir(tiny_run, strategy=Beam(2), jit_compile=False)
     encoder_tokens, _ = translator.encode_sources(held_out(tiny_run, 3))
     result = loaded.signatures["translate_ids"](encoder_tokens=tf.constant(encoder_tokens))
     ids, _ = translator.translate_ids(encoder_tokens)
@@ -155,7 +156,7 @@ def test_graph_holds_only_core_and_tf_text_ops(exported):
 @pytest.mark.slow
 def test_second_export_is_version_2_and_existing_versions_are_kept(exported, tiny_run):
     base, first = exported
-    second = export.export_run(tiny_run, "tiny", base_dir=base, beam_size=1)
+    second = export.export_run(tiny_run, "tiny", base_dir=base, strategy=Greedy())
     assert second.endswith(os.path.join("tiny", "2")) and os.path.exists(first)
     with pytest.raises(ValueError, match=r"tiny/1 exists; pass overwrite=True \(--overwrite\) to replace version 1"):
         export.export_run(tiny_run, "tiny", base_dir=base, version=1)
@@ -191,7 +192,7 @@ def test_export_script(tiny_run, tmp_path):
 def test_xla_export_matches_the_xla_translator_in_a_fresh_process(tiny_run, tmp_path):
     # --jit-compile: the search (only) is an XLA function, sources padded to
     # multiples of 8 in the graph; the translations stay the Translator's.
-    path = export.export_run(tiny_run, "tiny", base_dir=str(tmp_path / "saved"), beam_size=2,
+    path = export.export_run(tiny_run, "tiny", base_dir=str(tmp_path / "saved"), strategy=Beam(2),
                              jit_compile=True)
     compiled = xla_functions(saved_graph(path))
     # Only the search (traced once per signature that calls it) is compiled.
@@ -201,7 +202,7 @@ def test_xla_export_matches_the_xla_translator_in_a_fresh_process(tiny_run, tmp_
     sentences = held_out(tiny_run) + ["A sentence of more than eight pieces, so that padding varies."]
     served = serve_in_fresh_process(path, sentences, tmp_path)
     assert served["modules"] == []
-    translator = Translator.from_run_dir(tiny_run, beam_size=2, jit_compile=True)
+    translator = Translator.from_run_dir(tiny_run, strategy=Beam(2), jit_compile=True)
     assert served["outputs"] == translator.translate(sentences)
     with pytest.raises(ValueError, match=r"`jit_compile` must be True or False; received jit_compile='yes'"):
         export.export_run(tiny_run, "tiny", base_dir=str(tmp_path / "saved"), jit_compile="yes")
@@ -224,3 +225,36 @@ def test_pad_source_to_bucket_in_eager_and_in_a_graph(length, limit, padded):
         assert result.shape == (2, padded)
         np.testing.assert_array_equal(result[:, :length], tokens)  # ids kept, in place
         assert not result[:, length:].any()  # PAD (0) after them
+
+
+@pytest.mark.slow
+def test_a_sampling_export_samples_as_the_translator_and_a_seed_reproduces(tiny_run, tmp_path):
+    seeded = Sampling(temperature=1.5, top_k=20, seed=9)
+    path = export.export_run(tiny_run, "sampled", base_dir=str(tmp_path / "saved"), strategy=seeded)
+    assert export.exported_strategy(path) == seeded  # assets.extra/decoding_strategy.json
+    sentences = held_out(tiny_run)
+    # The graph draws what the in-process search draws for the same rows, not greedy's ids.
+    translator = Translator.from_run_dir(tiny_run, strategy=seeded, jit_compile=False)
+    encoder_tokens, _ = translator.encode_sources(sentences)
+    translate_ids = tf.saved_model.load(path).signatures["translate_ids"]
+    got = translate_ids(encoder_tokens=tf.constant(encoder_tokens))
+    ids, scores = translator.translate_ids(encoder_tokens)
+    np.testing.assert_array_equal(got["ids"].numpy()[:, : ids.shape[1]], ids)
+    np.testing.assert_allclose(got["scores"].numpy(), scores, atol=1e-4)
+    greedy_ids, _ = translator.translate_ids(encoder_tokens, Greedy())
+    assert ids.shape != greedy_ids.shape or (ids != greedy_ids).any()
+    # Stock TensorFlow in fresh processes: the same request, the same samples.
+    first = serve_in_fresh_process(path, sentences, tmp_path)
+    assert first["modules"] == []
+    assert serve_in_fresh_process(path, sentences, tmp_path)["outputs"] == first["outputs"]
+
+
+@pytest.mark.slow
+def test_an_unseeded_sampling_export_draws_anew_at_every_request(tiny_run, tmp_path):
+    path = export.export_run(tiny_run, "fresh", base_dir=str(tmp_path / "saved"),
+                             strategy=Sampling(temperature=2.0))
+    assert export.exported_strategy(path) == Sampling(temperature=2.0)
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    request = tf.constant([s.encode() for s in held_out(tiny_run)])
+    first, second = (serve(inputs=request)["outputs"].numpy() for _ in range(2))
+    assert (first != second).any()

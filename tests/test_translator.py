@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 
 from keras_s2s import decoding
+from keras_s2s.decoding import Beam, Greedy
 from keras_s2s.data import END_ID, START_ID
 from keras_s2s.translator import Translator, length_sorted_batches, pad_batch, plot_attention
 
 
 @pytest.fixture(scope="module")
 def translator(tiny_run):
-    return Translator.from_run_dir(tiny_run, beam_size=2)
+    return Translator.from_run_dir(tiny_run, strategy=Beam(2))
 
 
 def held_out(tiny_run, n=6):
@@ -24,8 +25,8 @@ def test_translate_matches_decoding_the_ids(translator, tiny_run):
     sentences = held_out(tiny_run)
     encoder_tokens, empty = translator.encode_sources(sentences)
     assert not empty.any()
-    ids, _ = decoding.beam_decode(translator.model, encoder_tokens, start_id=START_ID,
-                                  end_id=END_ID, max_length=translator.max_length, beam_size=2)
+    ids, _ = decoding.decode(translator.model, encoder_tokens, Beam(2), start_id=START_ID,
+                             end_id=END_ID, max_length=translator.max_length)
     expected = [t.decode() for t in translator.target_tokenizer.detokenize(np.asarray(ids)).numpy()]
     assert translator.translate(sentences) == expected
     assert all(isinstance(t, str) for t in expected)
@@ -34,8 +35,8 @@ def test_translate_matches_decoding_the_ids(translator, tiny_run):
 @pytest.mark.slow
 def test_greedy_and_batching_do_not_change_results(translator, tiny_run):
     sentences = held_out(tiny_run)
-    together = translator.translate(sentences, beam_size=1)
-    one_by_one = translator.translate(sentences, beam_size=1, batch_size=1)
+    together = translator.translate(sentences, Greedy())
+    one_by_one = translator.translate(sentences, Greedy(), batch_size=1)
     assert together == one_by_one
 
 
@@ -76,7 +77,7 @@ def test_length_sorted_batches_return_translations_in_input_order(translator, ti
 
 @pytest.mark.slow
 def test_xla_compiles_a_bounded_set_of_shapes_over_many_lengths(tiny_run):
-    translator = Translator.from_run_dir(tiny_run, beam_size=2)
+    translator = Translator.from_run_dir(tiny_run, strategy=Beam(2))
     words = ["the", "dog", "sees", "a", "cat", "and", "the", "small", "bird", "runs"]
     # Every source length from 1 to 36 words, in requests of 1 to 7 sentences.
     sentences = [" ".join(words[i % len(words)] for i in range(n)) for n in range(1, 37)]

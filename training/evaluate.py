@@ -1,4 +1,4 @@
-"""Evaluate a trained run: `python -m training.evaluate --run-dir RUN [--test CORPUS] [--beam-size K]`.
+"""Evaluate a trained run: `python -m training.evaluate --run-dir RUN [--test CORPUS] [--strategy S ...]`.
 
 Reports teacher-forced loss, masked token accuracy and perplexity, then
 decodes the test set and scores it with sacreBLEU (BLEU and chrF, with their
@@ -15,7 +15,13 @@ and `metrics.json` to --output-dir.
 import argparse
 import sys
 
-from training import add_precision_flag
+from training import (
+    add_precision_flag,
+    add_strategy_flags,
+    check_strategy_flags,
+    strategy_flags_given,
+    strategy_options,
+)
 
 
 def parse_args(argv=None):
@@ -26,8 +32,7 @@ def parse_args(argv=None):
         "--test",
         help='test corpus: a .tsv file or "SRC_FILE,TGT_FILE" (default: the run\'s `test` setting)',
     )
-    parser.add_argument("--beam-size", type=int, help="beam size, 1 = greedy (default: the run's)")
-    parser.add_argument("--length-penalty", type=float, help="GNMT alpha (default: the run's)")
+    add_strategy_flags(parser)
     parser.add_argument("--batch-size", type=int, default=64, help="sentences decoded together (default: 64)")
     parser.add_argument("--max-sentences", type=int, help="evaluate only the first N pairs")
     parser.add_argument("--output-dir", help="where hypotheses.txt and metrics.json go (default: RUN_DIR/eval)")
@@ -53,13 +58,14 @@ def parse_args(argv=None):
     parser.add_argument(
         "--saved-model", metavar="DIR",
         help="decode through an exported version (saved_models/NAME/N, strings in and out) "
-             "instead of in-process; its beam settings are the export's",
+             "instead of in-process; its decoding strategy is the export's",
     )
     add_precision_flag(parser, "run the in-process model")
     args = parser.parse_args(argv)
-    if args.saved_model and (args.beam_size is not None or args.length_penalty is not None):
-        parser.error("--saved-model decodes with the beam settings fixed at export: "
-                     "drop --beam-size/--length-penalty")
+    if args.saved_model and strategy_flags_given(args):
+        parser.error("--saved-model decodes with the strategy fixed at export: "
+                     f"drop {'/'.join(strategy_flags_given(args))}")
+    check_strategy_flags(parser, args)
     if args.saved_model and args.precision:
         parser.error("--saved-model decodes with the precision fixed at export: drop --precision")
     if (args.tokenized_reference is None) != (args.language is None):
@@ -74,6 +80,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from keras_s2s.decoding import Beam, strategy_from_flags
     from keras_s2s.evaluation import evaluate_run
     from keras_s2s.run_dir import RunDir
     from keras_s2s.training.trainer import resolve_corpus
@@ -84,13 +91,13 @@ def main(argv=None):
         if not spec:
             raise ValueError("no test corpus: pass --test (the run's `test` setting is empty)")
         corpus = resolve_corpus(spec, "test", args.run_dir, train_config)
+        strategy = strategy_from_flags(
+            args.strategy, strategy_options(args), Beam.from_train_settings(train_config.to_dict())
+        )
         metrics = evaluate_run(
             args.run_dir,
             corpus,
-            beam_size=args.beam_size or train_config.beam_size,
-            length_penalty=(
-                train_config.length_penalty if args.length_penalty is None else args.length_penalty
-            ),
+            strategy=strategy,
             batch_size=args.batch_size,
             max_sentences=args.max_sentences,
             output_dir=args.output_dir,
@@ -111,9 +118,16 @@ def main(argv=None):
     if "raw_bleu" in metrics:
         print(f"raw-reference BLEU {metrics['raw_bleu']:.2f}  ({metrics['raw_bleu_signature']})")
         print(f"raw-reference chrF {metrics['raw_chrf']:.2f}  ({metrics['raw_chrf_signature']})")
-    decoder = f"beam {metrics['beam_size']}" if args.saved_model is None else args.saved_model
+    decoder = args.saved_model or _described(metrics["strategy"])
     print(f"{metrics['sentences']} sentences, {decoder}, "
           f"{metrics['sentences_per_second']:.1f} sentences/s")
+
+
+def _described(strategy: dict) -> str:
+    """"beam 5", "greedy", "sampling temperature=0.7 top_k=0 ..." from a strategy dict."""
+    if strategy["name"] == "beam":
+        return f"beam {strategy['size']}"
+    return " ".join([strategy["name"], *(f"{k}={v}" for k, v in strategy.items() if k != "name")])
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import keras
 import sacrebleu
 import tensorflow as tf
 
+from keras_s2s.decoding import Greedy
 from keras_s2s.translator import Translator
 
 
@@ -44,7 +45,7 @@ class ValidationBleu(keras.callbacks.Callback):
             self.model,
             self.source_tokenizer,
             self.target_tokenizer,
-            beam_size=1,
+            strategy=Greedy(),
             jit_compile=False,
         )
 

@@ -143,9 +143,9 @@ def test_greedy_search_gives_the_ids_of_generate(run_dir, reference, ids):
     order, to_keras = ids
     expected = reference.ragged["greedy"]
     model = load_run_model(run_dir)
-    got = decoding.greedy_decode(
+    got, _ = decoding.decode(
         model, keras_ids(reference["search_input_ids"], to_keras, reference.pad),
-        start_id=START_ID, end_id=END_ID, max_length=MAX_NEW_TOKENS, jit_compile=False,
+        decoding.Greedy(), start_id=START_ID, end_id=END_ID, max_length=MAX_NEW_TOKENS, jit_compile=False,
     )
     assert keras_rows(got, order) == expected
     lengths = {len(row) for row in expected}
@@ -160,10 +160,10 @@ def test_beam_search_gives_the_best_hypothesis_of_generate(run_dir, reference, i
     order, to_keras = ids
     expected = reference.ragged["beam"]
     model = load_run_model(run_dir)
-    got, _ = decoding.beam_decode(
+    got, _ = decoding.decode(
         model, keras_ids(reference["search_input_ids"], to_keras, reference.pad),
-        start_id=START_ID, end_id=END_ID, max_length=MAX_NEW_TOKENS,
-        beam_size=4, length_penalty=0.0, jit_compile=False,
+        decoding.Beam(size=4, length_penalty=0.0), start_id=START_ID, end_id=END_ID,
+        max_length=MAX_NEW_TOKENS, jit_compile=False,
     )
     assert keras_rows(got, order) == expected
     assert expected != reference.ragged["greedy"]  # the beam finds what greedy does not
@@ -382,7 +382,7 @@ def test_import_translate_export_and_serve_without_keras(reference, tmp_path):
     run = str(tmp_path / "run")
     run_cli("-m", "training.import_marian", "--model-dir", reference.directory, "--run-dir", run, cwd=tmp_path)
     sentences_ = SEARCH_SOURCES[:6] + [""]
-    translator = Translator.from_run_dir(run, beam_size=2, length_penalty=0.0, jit_compile=False)
+    translator = Translator.from_run_dir(run, strategy=decoding.Beam(2, 0.0), jit_compile=False)
     expected = translator.translate(sentences_)
     printed = run_cli("-m", "training.translate", "--run-dir", run, "--beam-size", "2",
                       "--length-penalty", "0", *sentences_[:6], cwd=tmp_path)

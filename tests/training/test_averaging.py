@@ -16,6 +16,7 @@ import pytest
 
 from keras_s2s import ModelConfig, TrainConfig, build_transformer
 from keras_s2s.data import generate_pairs, train_tokenizers
+from keras_s2s.decoding import Greedy
 from keras_s2s.run_dir import RunDir
 from keras_s2s.training.averaging import (
     average_run,
@@ -329,7 +330,7 @@ def test_cli_writes_a_run_the_translator_loads(run):
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"averaged 2 checkpoints of {run_dir} (last 2: epochs 3, 4)" in result.stdout
         assert f"wrote {output_dir}" in result.stdout
-        translator = Translator.from_run_dir(output_dir, beam_size=1, jit_compile=False)
+        translator = Translator.from_run_dir(output_dir, strategy=Greedy(), jit_compile=False)
         assert_weights(translator.model, mean_of(weights, [3, 4]))
         assert len(translator.translate(["the dog sees a cat ."])) == 1
         with pytest.raises(SystemExit, match=r"^error: .*-avg exists; pass overwrite=True"):

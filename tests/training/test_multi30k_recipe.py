@@ -77,7 +77,8 @@ def test_recipe_pipeline_on_a_slice(multi30k, tmp_path):
     out = cli(*evaluate, "--output-dir", str(tmp_path / "eval"))
     assert "BLEU lc-tok" in out and "chrF" in out
     in_process = json.load(open(tmp_path / "eval" / "metrics.json"))
-    assert in_process["beam_size"] == 5 and in_process["sentences"] == 24
+    assert in_process["strategy"] == {"name": "beam", "size": 5, "length_penalty": 1.0}
+    assert in_process["sentences"] == 24
 
     base = str(tmp_path / "saved_models")
     cli("training.export", "--run-dir", averaged, "--name", "m30k", "--base-dir", base)
@@ -89,3 +90,4 @@ def test_recipe_pipeline_on_a_slice(multi30k, tmp_path):
     for key in ("bleu", "chrf", "bleu_lc_tok"):
         assert served[key] == in_process[key], key
     assert served["decoded_by"].startswith("saved_model:")
+    assert served["strategy"] == in_process["strategy"]  # the run's, recorded in the export

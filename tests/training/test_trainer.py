@@ -13,6 +13,7 @@ import pytest
 
 from keras_s2s import ModelConfig
 from keras_s2s.data import load_tokenizers
+from keras_s2s.decoding import Beam, Greedy
 from keras_s2s.training import freeze
 from tests.helpers import REPO_ROOT, TINY_SETTINGS, train_command
 
@@ -183,7 +184,7 @@ def test_val_bleu_is_logged_each_epoch_and_matches_the_final_model(tiny_run):
         if len(pairs) == 200:
             break
         pairs.append(pair)
-    translator = Translator.from_run_dir(tiny_run, beam_size=1, jit_compile=False)
+    translator = Translator.from_run_dir(tiny_run, strategy=Greedy(), jit_compile=False)
     hypotheses = translator.translate([source for source, _ in pairs])
     bleu = sacrebleu.metrics.BLEU().corpus_score(hypotheses, [[t for _, t in pairs]]).score
     assert history["val_bleu"][-1] == pytest.approx(bleu, abs=1e-6)
@@ -240,7 +241,7 @@ def test_mixed_bfloat16_run_trains_saves_and_translates(tmp_path):
     assert all(w.dtype == "float32" for w in model.weights)
     inputs = {"encoder_tokens": np.array([[5, 6, 7, 0]]), "decoder_tokens": np.array([[2, 9, 0]])}
     assert model(inputs).dtype == "float32"
-    translations = Translator.from_run_dir(run_dir, beam_size=2, jit_compile=False).translate(
+    translations = Translator.from_run_dir(run_dir, strategy=Beam(2), jit_compile=False).translate(
         ["The woman sleeps.", ""]
     )
     assert len(translations) == 2 and translations[1] == ""
@@ -252,17 +253,17 @@ def test_mixed_bfloat16_run_trains_saves_and_translates(tmp_path):
     from keras_s2s.export import export_run
 
     sentences = ["The woman sleeps.", "A dog runs in the park."]
-    in_float32 = Translator.from_run_dir(run_dir, "float32", beam_size=2, jit_compile=False)
+    in_float32 = Translator.from_run_dir(run_dir, "float32", strategy=Beam(2), jit_compile=False)
     assert in_float32.parts.decoder_layers[0].compute_dtype == "float32"
     from tensorflow.core.framework import types_pb2
 
     from tests.helpers import graph_dtypes, saved_graph
 
-    exported = export_run(run_dir, "bf16", base_dir=str(tmp_path / "saved"), beam_size=2,
+    exported = export_run(run_dir, "bf16", base_dir=str(tmp_path / "saved"), strategy=Beam(2),
                           precision="float32")
     assert types_pb2.DT_BFLOAT16 not in graph_dtypes(saved_graph(exported))
     assert saved_model_translate(exported)(sentences) == in_float32.translate(sentences)
-    as_trained = export_run(run_dir, "bf16", base_dir=str(tmp_path / "saved"), beam_size=2)
+    as_trained = export_run(run_dir, "bf16", base_dir=str(tmp_path / "saved"), strategy=Beam(2))
     assert types_pb2.DT_BFLOAT16 in graph_dtypes(saved_graph(as_trained))
     result = subprocess.run(
         [sys.executable, "-m", "training.evaluate", "--run-dir", run_dir, "--max-sentences", "8",
@@ -297,13 +298,12 @@ def test_an_epoch_of_many_lengths_has_one_shape_per_bucket_and_two_train_traces(
     # function is not traced again per shape: the memory a Multi30k run
     # gains per new shape (bench/README.md, "multi30k-train") is not
     # retracing. A new bucket rule must keep both bounds.
+    from bench.train_probe import traced_functions
     from keras_s2s import data
     from keras_s2s.models import build_transformer
     from keras_s2s.training import compile_model
     from keras_s2s.training.settings import make_configs
     from keras_s2s.training.trainer import train_bucket_boundaries, training_dataset
-
-    from bench.train_probe import traced_functions
 
     rng = np.random.default_rng(0)
     words = [f"w{i}" for i in range(50)]
