@@ -154,7 +154,7 @@ class PositionalEmbedding(keras.layers.Layer):
             # then computes one (D, V) table gradient per sequence, (B, D, V),
             # and sums them: 940 MiB at B=240 on the Multi30k recipe, a
             # different size for every batch shape, held by the allocator's
-            # pool for the rest of the run (docs/performance.md, "Memory").
+            # pool for the rest of the run (docs/traps.md, trap 15).
             batch, length = ops.shape(hidden)[0], ops.shape(hidden)[1]
             logits = tf.matmul(
                 ops.reshape(hidden, (-1, self.hidden_dim)), table, transpose_b=True
