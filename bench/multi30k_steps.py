@@ -8,6 +8,13 @@ otherwise decide which keras_s2s is imported), or of settings with `--set KEY=JS
 
     python -m bench.multi30k_steps --data-dir DIR [--steps 40] [--skip 10] \
         [--set 'precision="mixed_bfloat16"' bucket_width=8]
+
+Memory grows with the number of distinct batch shapes (bench/README.md, "multi30k-train"), and
+40 steps of an epoch meet only about 19 of its 27. `--cycle-shapes` feeds instead one batch of
+each shape the first `--epoch-batches` batches hold (every shape of an epoch), in the order they
+came, round after round: the first round shows the growth, the later ones whether it stays flat
+(`rss_after_round_mib`), and the timed steps are whole rounds when `--steps` and `--skip` are
+multiples of the number of shapes.
 """
 
 from __future__ import annotations
@@ -38,6 +45,30 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def one_batch_per_shape(dataset: tf.data.Dataset, batches: int) -> list:
+    """The first batch of each distinct shape among the first `batches`, in order (numpy)."""
+    chosen = {}
+    for x, y in dataset.take(batches):
+        shape = (tuple(x["encoder_tokens"].shape), tuple(x["decoder_tokens"].shape))
+        if shape not in chosen:
+            chosen[shape] = ({key: value.numpy() for key, value in x.items()}, y.numpy())
+    return list(chosen.values())
+
+
+def cycled(batches: list, element_spec) -> tf.data.Dataset:
+    """`batches` round after round, forever, with the pipeline's (None-shaped) element spec."""
+    def rounds():
+        while True:
+            yield from batches
+
+    return tf.data.Dataset.from_generator(rounds, output_signature=element_spec)
+
+
 class StepClock(keras.callbacks.Callback):
     """Wall time of every train step (eager dispatch is synchronous on CPU)."""
 
@@ -50,6 +81,11 @@ class StepClock(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.seconds.append(time.perf_counter() - self.started)
+        self.rss_mib.append(current_rss_mib())
+
+    def on_train_begin(self, logs=None):
+        self.rss_mib = []
+        self.rss_at_fit_mib = current_rss_mib()
 
 
 def main(argv=None) -> None:
@@ -59,6 +95,10 @@ def main(argv=None) -> None:
     parser.add_argument("--skip", type=int, default=10, help="untimed first steps")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
                         help="settings over the committed config, e.g. bucket_width=8")
+    parser.add_argument("--cycle-shapes", action="store_true",
+                        help="one batch of every shape of an epoch, round after round")
+    parser.add_argument("--epoch-batches", type=int, default=160,
+                        help="with --cycle-shapes: the batches whose shapes are cycled")
     parser.add_argument("--tokenizer-dir", default=os.path.join(
         os.environ.get("TMPDIR", "/tmp"), "keras_s2s_multi30k_steps_tokenizers"))
     args = parser.parse_args(argv)
@@ -78,7 +118,13 @@ def main(argv=None) -> None:
                                target_vocabulary_size=tokenizers[1].vocabulary_size, **model_values)
     policy = set_precision(train_config.precision, tf.distribute.get_strategy())
     dataset = training_dataset(corpus, tokenizers, model_config, train_config, training=True,
-                               repeat=True).take(args.steps)
+                               repeat=True)
+    per_round = None
+    if args.cycle_shapes:
+        batches = one_batch_per_shape(dataset, args.epoch_batches)
+        per_round = len(batches)
+        dataset = cycled(batches, dataset.element_spec)
+    dataset = dataset.take(args.steps)
     # The same seeded batches again, for their target tokens and shapes (not timed).
     labels = [y.numpy() for _, y in dataset]
     shapes = {tuple(x["decoder_tokens"].shape) for x, _ in dataset}
@@ -88,12 +134,18 @@ def main(argv=None) -> None:
     model.fit(dataset, epochs=1, steps_per_epoch=args.steps, callbacks=[clock], verbose=0)
     seconds = np.array(clock.seconds[args.skip:])
     tokens = np.array([np.count_nonzero(y) for y in labels[args.skip:]])
-    print(json.dumps({
+    result = {
         "policy": policy, "set": args.set, "median_step_s": float(np.median(seconds)),
         "target_tokens_per_s": float(tokens.sum() / seconds.sum()),
         "batch_shapes": len(shapes), "first_step_s": clock.seconds[0],
-        "peak_rss_mib": peak_rss_mib(),
-    }))
+        "peak_rss_mib": peak_rss_mib(), "rss_at_fit_mib": clock.rss_at_fit_mib,
+        "rss_first_step_mib": clock.rss_mib[0], "rss_end_mib": clock.rss_mib[-1],
+    }
+    if per_round:
+        result["shapes_per_round"] = per_round
+        result["rss_after_round_mib"] = [
+            round(clock.rss_mib[end - 1]) for end in range(per_round, args.steps + 1, per_round)]
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

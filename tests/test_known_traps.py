@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_s2s.losses import MaskedCrossEntropy
 from keras_s2s.training.compat import keras_clips_per_replica
 from keras_s2s.training.update import AggregatedUpdate
-from tests.helpers import REPO_ROOT, batch, make_model
+from tests.helpers import REPO_ROOT, batch, make_model, make_tied_model
 
 
 def source_padding_drift(model, inputs):
@@ -154,3 +155,73 @@ def test_trap12_keras_hub_is_only_the_bench_extra():
     assert not {"keras-hub", "keras-nlp", "keras_hub", "keras_nlp"} & set(install_requires)
     assert "keras-hub" in extras["bench"]  # the benchmark's peer A, under its current name
     assert "keras_nlp" not in _imported_top_modules("bench")
+
+
+# --------------------------------------------------------------------------
+# Trap 15: a weight broadcast over the batch in a matmul (memory per batch shape).
+# --------------------------------------------------------------------------
+
+TOKENS_SPEC = tf.TensorSpec((None, None), tf.int32)  # (B, T), any batch shape
+
+
+def _gradient_graph(forward, weights):
+    """The graph of `forward`'s loss and its gradients, for token batches of any shape."""
+
+    @tf.function
+    def gradients(encoder_tokens, decoder_tokens, labels):
+        with tf.GradientTape() as tape:
+            loss = forward(encoder_tokens, decoder_tokens, labels)
+        return tape.gradient(loss, weights)
+
+    return gradients.get_concrete_function(TOKENS_SPEC, TOKENS_SPEC, TOKENS_SPEC).graph
+
+
+def broadcast_matmuls(graph):
+    """Batched matmuls whose operands differ in rank: one broadcast over the other's batch."""
+    return [
+        op.name for op in graph.get_operations()
+        if op.type.startswith("BatchMatMul") and len({x.shape.rank for x in op.inputs}) > 1
+    ]
+
+
+def per_sequence_products(graph, rows, columns):
+    """Ops whose output is one (rows, columns) matrix per sequence: shape (None, rows, columns)."""
+    return [
+        op.name for op in graph.get_operations()
+        for output in op.outputs
+        if output.shape.rank == 3 and output.shape[1:] == (rows, columns)
+    ]
+
+
+def test_trap15_a_broadcast_weight_matmul_has_a_per_sequence_gradient():
+    # The tied output projection as it was written before (Keras's einsum on
+    # TensorFlow lowers "bld,vd->blv" to a broadcasting BatchMatMulV2): its
+    # gradient for the (V, D) table is first (B, D, V), one product per
+    # sequence, then summed; 940 MiB at B=240 for the Multi30k recipe.
+    vocabulary, hidden = 50, 16
+    table = keras.Variable(np.ones((vocabulary, hidden), "float32"))
+
+    def forward(encoder_tokens, decoder_tokens, labels):
+        states = tf.gather(table, decoder_tokens)  # (B, T, D)
+        logits = keras.ops.einsum("bld,vd->blv", states, table)  # (B, T, V)
+        return MaskedCrossEntropy()(labels, logits)
+
+    graph = _gradient_graph(forward, [table])
+    assert broadcast_matmuls(graph)
+    assert per_sequence_products(graph, hidden, vocabulary)
+
+
+@pytest.mark.parametrize("tie", ["none", "target", "all"])
+def test_trap15_no_weight_is_broadcast_over_the_batch_in_our_training_step(tie):
+    model = make_model() if tie == "none" else make_tied_model(tie)
+    loss = MaskedCrossEntropy(label_smoothing=0.1)
+
+    def forward(encoder_tokens, decoder_tokens, labels):
+        inputs = {"encoder_tokens": encoder_tokens, "decoder_tokens": decoder_tokens}
+        return loss(labels, model(inputs, training=True))
+
+    graph = _gradient_graph(forward, model.trainable_weights)
+    assert broadcast_matmuls(graph) == []
+    hidden, vocabulary = 16, 50
+    assert per_sequence_products(graph, hidden, vocabulary) == []
+    assert per_sequence_products(graph, vocabulary, hidden) == []

@@ -131,9 +131,10 @@ def train_bucket_boundaries(train_config: TrainConfig, max_length: int, jit_comp
 
     Without XLA a new batch shape costs no compilation, so every length gets
     its own bucket (93% real tokens on Multi30k against 76% with width 8);
-    XLA compiles once per shape, so it gets a few coarse buckets. (Each
-    distinct shape still holds memory for the whole run without XLA: about
-    170 MiB a shape on Multi30k, bench/README.md "multi30k-train".)
+    XLA compiles once per shape, so it gets a few coarse buckets. (Many
+    shapes once cost memory too, about 170 MiB a shape on Multi30k, until the
+    tied output projection stopped building a (B, D, V) gradient: trap 15 in
+    docs/traps.md.)
     """
     width = train_config.bucket_width or (8 if jit_compile else 1)
     return data.default_bucket_boundaries(max_length, width)
