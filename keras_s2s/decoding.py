@@ -99,6 +99,17 @@ def expand_to_beams(state, beam_size):
     return tf.nest.map_structure(expand, state)
 
 
+class GreedyState(NamedTuple):
+    """The loop state of `greedy_search`, one field per loop variable."""
+
+    step: tf.Tensor  # int32 (): tokens generated so far
+    ids: tf.Tensor  # int32 (B, L): generated ids, PAD after END and in steps not run
+    last: tf.Tensor  # int32 (B,): the tokens fed to `step_fn` at this step
+    finished: tf.Tensor  # bool (B,): emitted END or reached its length limit
+    scores: tf.Tensor  # float32 (B,): sum of the log-probabilities of the generated ids
+    state: Any  # the nest of `step_fn`; last, where `_segmented_loop` grows it
+
+
 def greedy_search(
     step_fn,
     initial_ids,
@@ -131,8 +142,10 @@ def greedy_search(
         state_growth: optional `(boundaries, grow)`; see `_segmented_loop`.
 
     Returns:
-        int32 (B, L): generated ids, `end_id` last where a row finished,
-        PAD after it and in steps that were not run.
+        `(ids, scores)`: int32 (B, L) generated ids, `end_id` last where a
+        row finished, PAD after it and in steps that were not run; float32
+        (B,) the sum of their log-probabilities (normalised over the whole
+        vocabulary, PAD included, as in beam search).
     """
     _check_positive_int("max_length", max_length)
     initial_ids = tf.convert_to_tensor(initial_ids, tf.int32)  # (B,)
@@ -140,30 +153,39 @@ def greedy_search(
     limits = _row_limits(max_lengths, batch_size, max_length)  # (B,)
     columns = tf.range(max_length)[None, :]  # (1, L)
 
-    def not_done(step, ids, last, finished, state):
+    def not_done(*loop_vars):
+        loop = GreedyState(*loop_vars)
         return tf.logical_and(
-            step < max_length, tf.logical_not(tf.reduce_all(finished))
+            loop.step < max_length, tf.logical_not(tf.reduce_all(loop.finished))
         )
 
-    def body(step, ids, last, finished, state):
-        logits, state = step_fn(last, state)  # (B, V)
-        logits = _forbid_pad(tf.cast(logits, tf.float32), pad_id)
-        next_ids = tf.argmax(logits, axis=-1, output_type=tf.int32)  # (B,)
-        next_ids = tf.where(finished, tf.cast(pad_id, tf.int32), next_ids)
+    def body(*loop_vars):
+        loop = GreedyState(*loop_vars)
+        logits, state = step_fn(loop.last, loop.state)  # (B, V)
+        logits = tf.cast(logits, tf.float32)
+        allowed = _forbid_pad(logits, pad_id)
+        next_ids = tf.argmax(allowed, axis=-1, output_type=tf.int32)  # (B,)
+        logprob = tf.reduce_max(allowed, axis=-1) - tf.reduce_logsumexp(logits, axis=-1)  # (B,)
+        scores = loop.scores + tf.where(loop.finished, 0.0, logprob)
+        next_ids = tf.where(loop.finished, tf.cast(pad_id, tf.int32), next_ids)
         # Writing column `step` through a mask keeps the buffer's shape fixed.
-        ids = tf.where(columns == step, next_ids[:, None], ids)  # (B, L)
-        finished = finished | tf.equal(next_ids, end_id) | (step + 1 >= limits)
-        return step + 1, ids, next_ids, finished, state
+        ids = tf.where(columns == loop.step, next_ids[:, None], loop.ids)  # (B, L)
+        finished = loop.finished | tf.equal(next_ids, end_id) | (loop.step + 1 >= limits)
+        return tuple(GreedyState(loop.step + 1, ids, next_ids, finished, scores, state))
 
-    loop_vars = (
-        tf.constant(0, tf.int32),
-        tf.fill([batch_size, max_length], tf.cast(pad_id, tf.int32)),  # (B, L)
-        initial_ids,
-        tf.zeros([batch_size], tf.bool),
-        initial_state,
+    # A plain tuple: `tf.while_loop` and `_segmented_loop` take positional loop variables.
+    loop_vars = tuple(
+        GreedyState(
+            step=tf.constant(0, tf.int32),
+            ids=tf.fill([batch_size, max_length], tf.cast(pad_id, tf.int32)),  # (B, L)
+            last=initial_ids,
+            finished=tf.zeros([batch_size], tf.bool),
+            scores=tf.zeros([batch_size], tf.float32),
+            state=initial_state,
+        )
     )
-    _, ids, _, _, _ = _segmented_loop(not_done, body, loop_vars, max_length, state_growth)
-    return ids
+    final = GreedyState(*_segmented_loop(not_done, body, loop_vars, max_length, state_growth))
+    return final.ids, final.scores
 
 
 def beam_search(
@@ -834,7 +856,7 @@ class Greedy(Strategy):
 
     def search(self, step_fn, initial_ids, initial_state, *, end_id, max_length,
                max_lengths=None, pad_id=PAD_ID, state_growth=None):
-        return _greedy_with_scores(
+        return greedy_search(
             step_fn, initial_ids, initial_state, end_id=end_id, max_length=max_length,
             max_lengths=max_lengths, pad_id=pad_id, state_growth=state_growth,
         )
@@ -850,10 +872,15 @@ class Beam(Strategy):
     Args:
         size: K, the beam size.
         length_penalty: alpha of the GNMT penalty `((5 + len) / 6) ** alpha`, >= 0.
+        early_stopping: a sentence stops once it has K finished hypotheses
+            (fairseq's and Marian's rule); False runs each sentence until no
+            alive beam can beat its best finished one (exact, slower). See
+            `beam_search`.
     """
 
     size: int = 4
     length_penalty: float = 0.6
+    early_stopping: bool = True
     name: ClassVar[str] = "beam"
     FLAGS: ClassVar[dict[str, str]] = {"beam_size": "size", "length_penalty": "length_penalty"}
 
@@ -866,6 +893,7 @@ class Beam(Strategy):
                 f"received length_penalty={self.length_penalty!r}"
             )
         object.__setattr__(self, "length_penalty", float(self.length_penalty))
+        _check_bool("early_stopping", self.early_stopping)
 
     @classmethod
     def from_train_settings(cls, settings: dict) -> Beam:
@@ -888,7 +916,7 @@ class Beam(Strategy):
         if self.size == 1:
             # As the Translator always did: greedy ids (a width-1 beam with a
             # length penalty may prefer a longer hypothesis), penalised scores.
-            ids, logprobs = _greedy_with_scores(
+            ids, logprobs = greedy_search(
                 step_fn, initial_ids, initial_state, end_id=end_id, max_length=max_length,
                 max_lengths=max_lengths, pad_id=pad_id, state_growth=state_growth,
             )
@@ -897,7 +925,8 @@ class Beam(Strategy):
         ids, scores = beam_search(
             step_fn, initial_ids, initial_state, beam_size=self.size, end_id=end_id,
             max_length=max_length, length_penalty=self.length_penalty,
-            max_lengths=max_lengths, pad_id=pad_id, state_growth=state_growth,
+            early_stopping=self.early_stopping, max_lengths=max_lengths, pad_id=pad_id,
+            state_growth=state_growth,
         )  # (B, K, L), (B, K)
         return ids[:, 0], scores[:, 0]  # (B, L), (B,)
 
@@ -1001,61 +1030,6 @@ def strategy_from_flags(name, options, default) -> Strategy:
     except ValueError as error:
         flags = " ".join(f"--{dest.replace('_', '-')} {value}" for dest, value in given.items())
         raise ValueError(f"{error} (from {flags or 'the run'})") from None
-
-
-def _greedy_with_scores(step_fn, initial_ids, initial_state, *, end_id, max_length,
-                        max_lengths, pad_id, state_growth):
-    """`greedy_search`, and each row's sum of log-probabilities: `(ids (B, L), scores (B,))`.
-
-    `greedy_search` returns only ids, so the step function is wrapped: it
-    also writes the log-probability of the token greedy search picks at
-    each step (the best non-PAD one, normalised over the whole vocabulary
-    as in beam search) into a (B, L) buffer in the state. The final state
-    leaves the search through the state-growth hook that `_segmented_loop`
-    calls between its loops: the search runs with max_length L + 1 and
-    every row limited to L, so all rows finish by step L, where one more
-    boundary hands the state over, and the loop after it runs no step.
-    The summed buffer counts the columns that hold a token.
-    """
-    _check_positive_int("max_length", max_length)
-    initial_ids = tf.convert_to_tensor(initial_ids, tf.int32)  # (B,)
-    batch_size = tf.shape(initial_ids)[0]
-    limits = _row_limits(max_lengths, batch_size, max_length)  # (B,)
-    columns = tf.range(max_length)[None, :]  # (1, L)
-    boundaries, grow = state_growth if state_growth is not None else ((), None)
-    boundaries = [b for b in boundaries if b < max_length]
-    final = {}
-
-    def scored_step(ids, state):
-        logits, inner = step_fn(ids, state["inner"])  # (B, V)
-        logits = tf.cast(logits, tf.float32)
-        best = tf.reduce_max(_forbid_pad(logits, pad_id), axis=-1)  # (B,): greedy's pick
-        logprob = best - tf.reduce_logsumexp(logits, axis=-1)  # (B,)
-        logprobs = tf.where(columns == state["step"], logprob[:, None], state["logprobs"])
-        return logits, {"inner": inner, "step": state["step"] + 1, "logprobs": logprobs}
-
-    def hand_over(state, segment):
-        if segment == len(boundaries):  # the boundary at L: the search is over
-            final["state"] = state
-            return state
-        return {**state, "inner": grow(state["inner"], segment)}
-
-    ids = greedy_search(
-        scored_step,
-        initial_ids,
-        {
-            "inner": initial_state,
-            "step": tf.constant(0, tf.int32),
-            "logprobs": tf.zeros([batch_size, max_length], tf.float32),  # (B, L)
-        },
-        end_id=end_id,
-        max_length=max_length + 1,
-        max_lengths=limits,
-        pad_id=pad_id,
-        state_growth=([*boundaries, max_length], hand_over),
-    )[:, :max_length]  # (B, L); column L is never written
-    logprobs = final["state"]["logprobs"]  # (B, L)
-    return ids, tf.reduce_sum(tf.where(tf.not_equal(ids, pad_id), logprobs, 0.0), axis=1)
 
 
 # --------------------------------------------------------------------------
