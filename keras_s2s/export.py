@@ -116,6 +116,9 @@ class TranslationModule(tf.Module):
             start_id=START_ID,
             end_id=END_ID,
             max_length=self.max_length,
+            # Without XLA (as TF Serving runs it by default) a cache that grows
+            # every step costs less than fixed-size ones; XLA needs fixed shapes.
+            growing_cache=self._xla_search is None,
         )
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="encoder_tokens")])

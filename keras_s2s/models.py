@@ -20,6 +20,7 @@ import keras
 from keras import ops
 
 from keras_s2s.config import ModelConfig, check_load_precision
+from keras_s2s.layers.attention import GrowingCache
 from keras_s2s.layers.decoder import DecoderLayer
 from keras_s2s.layers.encoder import EncoderLayer
 from keras_s2s.layers.logits_bias import LogitsBias
@@ -242,19 +243,21 @@ class TransformerParts:
                 x, encoder_output, inputs_mask=target_mask, context_mask=source_mask
             )
 
-    def initial_cache(self, encoder_output, max_length):
+    def initial_cache(self, encoder_output, max_length, growing=False):
         """An empty self-attention cache and the cross-attention keys/values.
 
         Args:
             encoder_output: (B, S, D).
             max_length: L, how many target positions the cache holds.
+            growing: a `GrowingCache` per layer, with no positions yet, instead
+                (`max_length` is then unused).
         """
         batch_size = ops.shape(encoder_output)[0]
         return DecoderCache(
             self_attention=tuple(
-                layer.initial_self_attention_cache(
-                    batch_size, max_length, encoder_output.dtype
-                )
+                GrowingCache(*layer.initial_self_attention_cache(batch_size, 0, encoder_output.dtype))
+                if growing
+                else layer.initial_self_attention_cache(batch_size, max_length, encoder_output.dtype)
                 for layer in self.decoder_layers
             ),
             cross_attention=tuple(

@@ -27,6 +27,7 @@ from keras_s2s.decoding import (
     model_step_fn,
     search_in_graph,
 )
+from keras_s2s.layers import GrowingCache
 from tests.helpers import make_model
 
 START = 1
@@ -230,7 +231,7 @@ def test_beam_size_one_without_length_penalty_is_greedy(model, sources, ends, en
     step_fn, state = model_step_fn(model, sources, max_length=MAX_LENGTH)
     starts = tf.fill([len(sources)], START)
     options = dict(end_id=end_id, max_length=MAX_LENGTH)
-    greedy = greedy_search(step_fn, starts, state, **options)
+    greedy, _ = greedy_search(step_fn, starts, state, **options)
     beam, _ = beam_search(step_fn, starts, state, beam_size=1, length_penalty=0.0, **options)
     np.testing.assert_array_equal(np.asarray(beam)[:, 0], np.asarray(greedy))
 
@@ -351,7 +352,7 @@ def padded(*tokens, length=6):
 
 def scripted_greedy(starts, **kwargs):
     scripted = ScriptedModel()
-    ids = greedy_search(
+    ids, _ = greedy_search(
         scripted.step_fn,
         tf.constant(starts, tf.int32),
         ScriptedModel.initial_state(len(starts)),
@@ -427,6 +428,35 @@ def test_scripted_beam_stops_early_when_no_alive_beam_can_win():
     assert calls == 2
     np.testing.assert_array_equal(ids[0, 0], padded(B, END))
     np.testing.assert_allclose(scores[0, 0], scripted_score(START, ids[0, 0], 0.0), rtol=1e-6)
+
+
+def test_beam_early_stopping_stops_at_k_finished_and_exact_search_runs_on():
+    # Every step: END 0.3, A 0.7 (the first step END 0.4, A 0.6). With K=2,
+    # END and A END have finished after two steps. A steep length penalty
+    # (alpha 3) then favours longer hypotheses, so an alive beam could still
+    # win: the exact search runs to max_length and returns the longest one;
+    # early stopping ends the sentence at its K-th finished hypothesis.
+    calls = []
+
+    def step_fn(ids, state):
+        calls.append(1)
+        first = tf.equal(state["step"], 0)
+        probabilities = tf.where(first, [EPSILON, EPSILON, 0.4, 0.6], [EPSILON, EPSILON, 0.3, 0.7])
+        logits = tf.math.log(tf.tile(probabilities[None, :], [tf.shape(ids)[0], 1]))  # (N, 4)
+        return logits, {"step": state["step"] + 1}
+
+    results = {}
+    for early_stopping in (True, False):
+        calls.clear()
+        ids, scores = beam_search(
+            step_fn, tf.constant([START], tf.int32), {"step": tf.constant(0)}, beam_size=2,
+            end_id=END, max_length=6, length_penalty=3.0, early_stopping=early_stopping,
+        )
+        results[early_stopping] = (np.asarray(ids)[0, 0], len(calls))
+    np.testing.assert_array_equal(results[True][0], padded(END))
+    assert results[True][1] == 2
+    np.testing.assert_array_equal(results[False][0], [A] * 6)
+    assert results[False][1] == 6
 
 
 def test_scripted_beam_per_row_limits():
@@ -715,6 +745,36 @@ def test_cache_grown_in_segments_gives_the_same_search(model, sources, ends, str
             np.asarray(grown[0]), naive_greedy(model, sources, ends["absent"], MAX_LENGTH)
         )
         assert (np.asarray(grown[0]) != 0).all()  # ran all 8 steps: through both growths
+
+
+@pytest.mark.parametrize("strategy", [Greedy(), Beam(size=3), Sampling(seed=7)], ids=str)
+def test_growing_cache_gives_the_same_search_as_the_fixed_cache(model, sources, ends, strategy):
+    # An END never emitted: every step runs, the cache grows to all 8 positions.
+    options = dict(strategy=strategy, start_id=START, end_id=ends["absent"],
+                   max_length=MAX_LENGTH)
+
+    def search(growing_cache):
+        return tf.function(
+            lambda tokens: search_in_graph(model, tokens, growing_cache=growing_cache, **options)
+        )(tf.constant(sources))
+
+    fixed, growing = search(False), search(True)
+    np.testing.assert_array_equal(np.asarray(growing[0]), np.asarray(fixed[0]))
+    np.testing.assert_allclose(np.asarray(growing[1]), np.asarray(fixed[1]), atol=1e-5)
+    if not isinstance(strategy, Sampling):  # a draw may pick the END the argmax never does
+        assert (np.asarray(growing[0]) != 0).all()
+
+
+def test_growing_cache_holds_exactly_the_decoded_positions(model, sources):
+    step_fn, state = model_step_fn(
+        model, sources, max_length=MAX_LENGTH, beam_size=2, growing_cache=True
+    )
+    rows = 2 * len(sources)
+    for positions in (0, 1, 2):
+        for layer_cache in state["self_attention"]:
+            assert isinstance(layer_cache, GrowingCache)
+            assert [(t.shape[0], t.shape[2]) for t in layer_cache] == [(rows, positions)] * 2
+        _, state = step_fn(tf.fill([rows], START), state)
 
 
 def test_grow_cache_state_pads_only_the_slot_axis_with_zeros(model, sources):

@@ -56,7 +56,9 @@ def test_evaluate_script_writes_metrics_matching_sacrebleu(tiny_run, tmp_path):
     assert metrics["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, [references]).score)
     for key in ("loss", "accuracy", "perplexity", "bleu_signature"):
         assert key in metrics
-    assert metrics["strategy"] == {"name": "beam", "size": 2, "length_penalty": 0.6}
+    assert metrics["strategy"] == {
+        "name": "beam", "size": 2, "length_penalty": 0.6, "early_stopping": True
+    }
     assert "40 sentences, beam 2, " in result.stdout
     assert "bleu_lc_tok" not in metrics and "lc-tok" not in result.stdout  # flags not given
 

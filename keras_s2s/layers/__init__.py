@@ -1,7 +1,12 @@
 """Mask-correct Transformer layers."""
 
 from keras_s2s.layers import masks
-from keras_s2s.layers.attention import CausalSelfAttention, CrossAttention, GlobalSelfAttention
+from keras_s2s.layers.attention import (
+    CausalSelfAttention,
+    CrossAttention,
+    GlobalSelfAttention,
+    GrowingCache,
+)
 from keras_s2s.layers.decoder import DecoderLayer
 from keras_s2s.layers.encoder import EncoderLayer
 from keras_s2s.layers.feed_forward import FeedForward
@@ -17,6 +22,7 @@ __all__ = [
     "EncoderLayer",
     "FeedForward",
     "GlobalSelfAttention",
+    "GrowingCache",
     "LogitsBias",
     "OutputProjection",
     "PositionalEmbedding",

@@ -17,11 +17,28 @@ D model dim, H heads, Dh head dim; in cached cross-attention N query rows,
 G = N / B per sentence (beam search's K hypotheses).
 """
 
+import collections
+
 import keras
 from keras import ops
 
 from keras_s2s.checks import check_positive_int
 from keras_s2s.layers import masks
+
+
+class GrowingCache(collections.namedtuple("GrowingCache", ["keys", "values"])):
+    """A self-attention cache holding exactly the positions decoded so far.
+
+    keys, values: (B, H, t, Dh) after t positions. A step appends its keys
+    and values (a concatenation) instead of writing them into a fixed-size
+    cache (a `(keys, values)` tuple): no scatter and no unwritten slots to
+    mask, read or reorder, so a step costs what has been decoded, not what
+    could be. Its length changes every step, so XLA cannot compile a loop
+    over it: the searches use it without XLA (in process with
+    `jit_compile=False`, and in the exported SavedModel) and the fixed cache
+    under XLA. The type marks the mode: `tf.nest` and `tf.while_loop`
+    rebuild namedtuples as they are.
+    """
 
 # Score of a masked key, in float32 (scores are computed in float32): finite,
 # as in Keras's own attention, so a row with every key masked stays a uniform
@@ -189,7 +206,8 @@ class CausalSelfAttention(_SelfAttention):
         mask: bool (B, T), True at real tokens; taken from the Keras mask of
             `inputs` when not given. Combined with the causal mask.
         cache: optional `(keys, values)`, each float (B, H, L, Dh)
-            (heads-major); see `initial_cache`.
+            (heads-major), see `initial_cache`; or a `GrowingCache` of the
+            `cache_index` positions decoded so far.
         cache_index: int scalar, position of `inputs[:, 0]`; required with
             `cache`.
 
@@ -214,6 +232,18 @@ class CausalSelfAttention(_SelfAttention):
             raise ValueError(
                 f"{self.name}: `cache_index` is required when `cache` is given"
             )
+        if isinstance(cache, GrowingCache):
+
+            def append(cached, new):
+                new = ops.transpose(ops.cast(new, cached.dtype), (0, 2, 1, 3))  # (B, H, T, Dh)
+                return ops.concatenate([cached, new], axis=2)  # (B, H, t + T, Dh)
+
+            keys, values = append(cache.keys, key), append(cache.values, value)
+            attention_mask = masks.causal_attention_mask(
+                query_length, ops.shape(keys)[2], offset=cache_index
+            )
+            outputs = self._attend_cached(query, keys, values, attention_mask)
+            return outputs, GrowingCache(keys, values)
         keys, values = cache  # 2 x (B, H, L, Dh)
         # A scatter at (row, head, position) triples rather than
         # `ops.slice_update`: in the TF backend that lowers to

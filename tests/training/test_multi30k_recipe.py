@@ -77,7 +77,9 @@ def test_recipe_pipeline_on_a_slice(multi30k, tmp_path):
     out = cli(*evaluate, "--output-dir", str(tmp_path / "eval"))
     assert "BLEU lc-tok" in out and "chrF" in out
     in_process = json.load(open(tmp_path / "eval" / "metrics.json"))
-    assert in_process["strategy"] == {"name": "beam", "size": 5, "length_penalty": 1.0}
+    assert in_process["strategy"] == {
+        "name": "beam", "size": 5, "length_penalty": 1.0, "early_stopping": True
+    }
     assert in_process["sentences"] == 24
 
     base = str(tmp_path / "saved_models")
