@@ -71,7 +71,7 @@ def padding_on_multi30k(corpus_dir=MULTI30K, jit_compile=False) -> dict:
 
     source_path = os.path.join(corpus_dir, "train.en")
     target_path = os.path.join(corpus_dir, "train.de")
-    from keras_s2s.training.trainer import train_bucket_boundaries
+    from keras_s2s.training.trainer import train_bucket_boundaries, train_bucket_width
 
     train_config = TrainConfig()
     max_length = ModelConfig(source_vocabulary_size=2, target_vocabulary_size=2).max_length
@@ -115,7 +115,7 @@ def padding_on_multi30k(corpus_dir=MULTI30K, jit_compile=False) -> dict:
             "max_length": max_length,
             "batch_tokens": train_config.batch_tokens,
             "jit_compile": jit_compile,
-            "bucket_width": width,
+            "bucket_width": train_bucket_width(train_config, jit_compile),
             "bucket_boundaries": boundaries,
             "shuffle_buffer": train_config.shuffle_buffer,
             "seed": train_config.seed,

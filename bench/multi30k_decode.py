@@ -5,7 +5,8 @@ trained Multi30k model decodes the 1000 test2016 sentences, whose lengths
 vary and whose beams finish early, in the ways users run it:
 
 - `in_process`: `Translator.translate`, what `training.evaluate` calls
-  (all sentences at once, batches of BATCH_SIZE), under XLA as by default;
+  (all sentences at once, in its default batches: `Translator.default_batch_size`),
+  under XLA as by default;
   `in_process_jit0`: the same without XLA;
 - `saved_model`: `training.export`'s SavedModel (no XLA, as stock TF Serving
   runs it), loaded with `tf.saved_model.load`, its `serving_default` called
@@ -46,7 +47,7 @@ import time
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-BATCH_SIZE = 64
+BATCH_SIZE = 64  # SavedModel requests; in process, the Translator's default batch size
 REQUEST_SIZE = 32
 LATENCY_SENTENCES = 40
 FAIRSEQ_BATCH_SIZE = 128
@@ -138,7 +139,7 @@ def run_keras_s2s(path, beam_size, data_dir, run_dir, sentences_limit, latency=T
     with tempfile.TemporaryDirectory() as scratch:
         if path.startswith("in_process"):
             def translate_corpus(batch):
-                return translator.translate(batch, batch_size=BATCH_SIZE)
+                return translator.translate(batch)  # its default batch size, as evaluate uses
 
             translate_request = translate_corpus
         else:

@@ -49,6 +49,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import tensorflow as tf
 
+from keras_s2s.checks import check_bool, check_positive_int, check_real
 from keras_s2s.layers.attention import GrowingCache
 from keras_s2s.layers.masks import PAD_ID
 from keras_s2s.models import DecoderCache, TransformerParts
@@ -88,7 +89,7 @@ def expand_to_beams(state, beam_size):
     Returns:
         The same nest with leading axis B*K.
     """
-    _check_positive_int("beam_size", beam_size)
+    check_positive_int("beam_size", beam_size)
 
     def expand(tensor):
         tensor = tf.convert_to_tensor(tensor)
@@ -147,7 +148,7 @@ def greedy_search(
         (B,) the sum of their log-probabilities (normalised over the whole
         vocabulary, PAD included, as in beam search).
     """
-    _check_positive_int("max_length", max_length)
+    check_positive_int("max_length", max_length)
     initial_ids = tf.convert_to_tensor(initial_ids, tf.int32)  # (B,)
     batch_size = tf.shape(initial_ids)[0]
     limits = _row_limits(max_lengths, batch_size, max_length)  # (B,)
@@ -252,10 +253,10 @@ def beam_search(
         PAD after END; float32 (B, K) their length-penalised
         log-probabilities, -inf (and PAD ids) in slots left empty.
     """
-    _check_positive_int("beam_size", beam_size)
-    _check_positive_int("max_length", max_length)
-    _check_real("length_penalty", length_penalty)
-    _check_bool("early_stopping", early_stopping)
+    check_positive_int("beam_size", beam_size)
+    check_positive_int("max_length", max_length)
+    check_real("length_penalty", length_penalty)
+    check_bool("early_stopping", early_stopping)
     beams = beam_size
     initial_ids = tf.convert_to_tensor(initial_ids, tf.int32)  # (B,)
     batch_size = tf.shape(initial_ids)[0]
@@ -435,7 +436,7 @@ def sampling_search(
         row finished, PAD after it; float32 (B,) the sum of the model's own
         log-probabilities (before temperature and cuts) of each row's ids.
     """
-    _check_positive_int("max_length", max_length)
+    check_positive_int("max_length", max_length)
     _check_sampling_options(temperature, top_k, top_p, seed)
     initial_ids = tf.convert_to_tensor(initial_ids, tf.int32)  # (B,)
     batch_size = tf.shape(initial_ids)[0]
@@ -726,7 +727,7 @@ def model_step_fn(
         (N, H, C, Dh), heads-major}`.
     """
     parts = model if isinstance(model, TransformerParts) else TransformerParts.from_model(model)
-    _check_positive_int("beam_size", beam_size)
+    check_positive_int("beam_size", beam_size)
     _check_max_length(parts, max_length)
     encoder_tokens = tf.convert_to_tensor(encoder_tokens, tf.int32)
     encoder_output, source_mask = parts.encode(encoder_tokens)  # (B, S, D), (B, S)
@@ -885,15 +886,15 @@ class Beam(Strategy):
     FLAGS: ClassVar[dict[str, str]] = {"beam_size": "size", "length_penalty": "length_penalty"}
 
     def __post_init__(self):
-        _check_positive_int("size", self.size)
-        _check_real("length_penalty", self.length_penalty)
+        check_positive_int("size", self.size)
+        check_real("length_penalty", self.length_penalty)
         if not 0 <= self.length_penalty < float("inf"):
             raise ValueError(
                 "`length_penalty` must be a finite number >= 0 (0 ranks by log-probability); "
                 f"received length_penalty={self.length_penalty!r}"
             )
         object.__setattr__(self, "length_penalty", float(self.length_penalty))
-        _check_bool("early_stopping", self.early_stopping)
+        check_bool("early_stopping", self.early_stopping)
 
     @classmethod
     def from_train_settings(cls, settings: dict) -> Beam:
@@ -1225,23 +1226,8 @@ def pad_source_to_bucket(encoder_tokens, limit):
 # --------------------------------------------------------------------------
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer; received {name}={value!r}")
-
-
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False; received {name}={value!r}")
-
-
-def _check_real(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"`{name}` must be a real number; received {name}={value!r}")
-
-
 def _check_max_length(parts, max_length):
-    _check_positive_int("max_length", max_length)
+    check_positive_int("max_length", max_length)
     positions = parts.target_embedding.max_length
     if max_length + 1 > positions:
         raise ValueError(
@@ -1263,7 +1249,7 @@ def check_strategy(strategy):
 
 
 def _check_sampling_options(temperature, top_k, top_p, seed):
-    _check_real("temperature", temperature)
+    check_real("temperature", temperature)
     if not 0 < temperature < float("inf"):
         raise ValueError(
             "`temperature` must be a finite number > 0 (use Greedy() for argmax decoding); "
@@ -1273,7 +1259,7 @@ def _check_sampling_options(temperature, top_k, top_p, seed):
         raise ValueError(
             f"`top_k` must be an integer >= 0 (0 = no top-k cut); received top_k={top_k!r}"
         )
-    _check_real("top_p", top_p)
+    check_real("top_p", top_p)
     if not 0 < top_p <= 1:
         raise ValueError(f"`top_p` must be in (0, 1] (1 = no nucleus cut); received top_p={top_p!r}")
     if seed is not None and (
@@ -1301,13 +1287,13 @@ def _check_decode_options(model, options):
             )
     ratio = options["max_length_ratio"]
     if ratio is not None:
-        _check_real("max_length_ratio", ratio)
+        check_real("max_length_ratio", ratio)
         if ratio < 0:
             raise ValueError(
                 "`max_length_ratio` must be >= 0 (or None for no per-row limit); "
                 f"received max_length_ratio={ratio!r}"
             )
-    _check_real("max_length_offset", options["max_length_offset"])
+    check_real("max_length_offset", options["max_length_offset"])
 
 
 # The default of the Translator, `evaluate_run` and the export's module

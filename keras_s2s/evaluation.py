@@ -23,7 +23,7 @@ from keras_s2s.decoding import DEFAULT_STRATEGY, Strategy, check_strategy
 from keras_s2s.export import exported_strategy
 from keras_s2s.losses import MaskedCrossEntropy, masked_accuracy
 from keras_s2s.run_dir import RunDir, write_evaluation
-from keras_s2s.translator import Translator, length_sorted_batches
+from keras_s2s.translator import DEFAULT_BATCH_SIZE, Translator, length_sorted_batches
 
 
 def score(hypotheses, references) -> dict:
@@ -247,7 +247,7 @@ def evaluate_run(
     corpus,
     *,
     strategy: Strategy = DEFAULT_STRATEGY,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     batch_tokens: int = 4096,
     max_sentences: int | None = None,
     output_dir: str | None = None,
@@ -265,7 +265,8 @@ def evaluate_run(
         run_dir: a trained run (model.keras, config.json, tokenizers).
         corpus: a TSV path or a `(source_path, target_path)` tuple.
         strategy: the decoding strategy (`keras_s2s.decoding`).
-        batch_size: sentences decoded together.
+        batch_size: sentences decoded together (default: the Translator's,
+            `Translator.default_batch_size`; 64 requests for `saved_model`).
         batch_tokens: token budget of the teacher-forced evaluation batches.
         max_sentences: evaluate only the first N pairs.
         output_dir: where `hypotheses.txt` and `metrics.json` go
@@ -350,7 +351,7 @@ def evaluate_run(
     if saved_model is None:
         translate = functools.partial(translator.translate, batch_size=batch_size)
     else:
-        translate = saved_model_translate(saved_model, batch_size)
+        translate = saved_model_translate(saved_model, batch_size or DEFAULT_BATCH_SIZE)
     started = time.perf_counter()
     progress = keras.utils.Progbar(len(sources), unit_name="sentence", verbose=verbose)
     # All at once: the translator sorts them by length into batches (faster

@@ -45,6 +45,11 @@ def prepare_sources(tokenizer, sentences, max_length):
     return tf.concat([first[:, None], dense[:, 1:]], axis=1), empty
 
 
+# Sentences per batch of `Translator.translate` (see `Translator.default_batch_size`).
+DEFAULT_BATCH_SIZE = 64
+XLA_BEAM_BATCH_SIZE = 8
+
+
 def length_sorted_batches(lengths, batch_size):
     """Row indices grouped into batches of similar length, longest first.
 
@@ -160,11 +165,25 @@ class Translator:
         )
         return np.asarray(ids), np.asarray(scores)
 
+    def default_batch_size(self, strategy: decoding.Strategy) -> int:
+        """Sentences per batch when `translate` is not told: 8 for beam search under XLA, else 64.
+
+        A batch runs until its slowest sentence stops, and each sentence
+        brings K rows. Measured on Multi30k test2016 (beam 5, 2-core CPU, XLA),
+        batches of 4, 8, 16, 32 and 64 sentences decoded about 90, 90, 68,
+        48 and 45 sentences/s; without XLA, where each step's many small
+        ops cost the same for few rows as for many, 64 was fastest (44
+        against 40 at 16), and greedy search was as fast at 16 as at 64.
+        """
+        if self.jit_compile and strategy.rows_per_sentence > 1:
+            return XLA_BEAM_BATCH_SIZE
+        return DEFAULT_BATCH_SIZE
+
     def translate(
         self,
         sentences,
         strategy: decoding.Strategy | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         return_attention: bool = False,
         progress=None,
     ):
@@ -182,7 +201,7 @@ class Translator:
         Args:
             sentences: list of str.
             strategy: overrides the default decoding strategy.
-            batch_size: sentences decoded together.
+            batch_size: sentences decoded together; None: `default_batch_size`.
             return_attention: also return, per sentence, the last decoder
                 layer's cross-attention (target pieces x source pieces,
                 averaged over heads) for the produced translation.
@@ -195,6 +214,8 @@ class Translator:
             and `target` piece lists.
         """
         sentences = list(sentences)
+        strategy = self.strategy if strategy is None else strategy
+        batch_size = self.default_batch_size(strategy) if batch_size is None else batch_size
         check_positive_int("batch_size", batch_size)
         translations = [""] * len(sentences)
         alignments = [None] * len(sentences)

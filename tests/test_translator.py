@@ -114,3 +114,17 @@ def test_pad_batch_rounds_rows_up_to_a_power_of_two_by_repeating_the_last(rows, 
     assert padded.shape == (expected, 3)
     np.testing.assert_array_equal(padded[:rows], tokens)
     np.testing.assert_array_equal(padded[rows:], np.repeat(tokens[-1:], expected - rows, axis=0))
+
+
+def test_default_batch_size_is_small_for_beam_search_under_xla(tiny_run):
+    # A batch runs until its slowest sentence stops: under XLA, beam search
+    # decodes in batches of 8 sentences unless told otherwise.
+    sentences = [f"the dog sees {n} cats" for n in range(20)]
+    for jit_compile, strategy, expected in [
+        (True, Beam(2), 8), (True, Greedy(), 64), (False, Beam(2), 64),
+    ]:
+        translator = Translator.from_run_dir(tiny_run, strategy=strategy, jit_compile=jit_compile)
+        assert translator.default_batch_size(strategy) == expected
+        translator.translate(sentences)
+        largest = max(rows for _, rows, _ in translator.search_shapes)
+        assert largest == 8 if expected == 8 else largest >= len(sentences)

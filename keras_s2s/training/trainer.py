@@ -136,8 +136,12 @@ def train_bucket_boundaries(train_config: TrainConfig, max_length: int, jit_comp
     tied output projection stopped building a (B, D, V) gradient: trap 15 in
     docs/traps.md.)
     """
-    width = train_config.bucket_width or (8 if jit_compile else 1)
-    return data.default_bucket_boundaries(max_length, width)
+    return data.default_bucket_boundaries(max_length, train_bucket_width(train_config, jit_compile))
+
+
+def train_bucket_width(train_config: TrainConfig, jit_compile: bool) -> int:
+    """The bucket width `train_bucket_boundaries` uses: `--bucket_width`, or 1 / 8 (XLA) for 0."""
+    return train_config.bucket_width or (8 if jit_compile else 1)
 
 
 def training_dataset(
