@@ -100,15 +100,70 @@ def expand_to_beams(state, beam_size):
     return tf.nest.map_structure(expand, state)
 
 
-class GreedyState(NamedTuple):
-    """The loop state of `greedy_search`, one field per loop variable."""
+class TokenLoopState(NamedTuple):
+    """The loop state of the one-row-per-sentence searches (greedy, sampling), one field per loop variable."""
 
     step: tf.Tensor  # int32 (): tokens generated so far
     ids: tf.Tensor  # int32 (B, L): generated ids, PAD after END and in steps not run
     last: tf.Tensor  # int32 (B,): the tokens fed to `step_fn` at this step
     finished: tf.Tensor  # bool (B,): emitted END or reached its length limit
-    scores: tf.Tensor  # float32 (B,): sum of the log-probabilities of the generated ids
+    scores: tf.Tensor  # float32 (B,): sum of the model's log-probabilities of the generated ids
     state: Any  # the nest of `step_fn`; last, where `_segmented_loop` grows it
+
+
+def _token_loop(step_fn, pick, initial_ids, initial_state, *, end_id, max_length, max_lengths,
+                pad_id, state_growth):
+    """One token a step per row, chosen by `pick`: the loop of greedy search and sampling.
+
+    `pick(logits, step) -> ids`: float32 (B, V) logits -> int32 (B,) tokens,
+    never PAD. Rows stop at `end_id` or their limit; the loop when all have.
+
+    Returns:
+        `(ids (B, L), scores (B,))`, scores the sum of the model's own
+        log-probabilities (over the whole vocabulary, PAD included) of each
+        row's ids.
+    """
+    check_positive_int("max_length", max_length)
+    initial_ids = tf.convert_to_tensor(initial_ids, tf.int32)  # (B,)
+    batch_size = tf.shape(initial_ids)[0]
+    limits = _row_limits(max_lengths, batch_size, max_length)  # (B,)
+    columns = tf.range(max_length)[None, :]  # (1, L)
+    pad = tf.cast(pad_id, tf.int32)
+
+    def not_done(*loop_vars):
+        loop = TokenLoopState(*loop_vars)
+        return tf.logical_and(
+            loop.step < max_length, tf.logical_not(tf.reduce_all(loop.finished))
+        )
+
+    def body(*loop_vars):
+        loop = TokenLoopState(*loop_vars)
+        logits, state = step_fn(loop.last, loop.state)  # (B, V)
+        logits = tf.cast(logits, tf.float32)
+        next_ids = pick(logits, loop.step)  # (B,)
+        logprob = tf.gather(logits, next_ids, batch_dims=1) - tf.reduce_logsumexp(
+            logits, axis=-1
+        )  # (B,)
+        scores = loop.scores + tf.where(loop.finished, 0.0, logprob)
+        next_ids = tf.where(loop.finished, pad, next_ids)
+        # Writing column `step` through a mask keeps the buffer's shape fixed.
+        ids = tf.where(columns == loop.step, next_ids[:, None], loop.ids)  # (B, L)
+        finished = loop.finished | tf.equal(next_ids, end_id) | (loop.step + 1 >= limits)
+        return tuple(TokenLoopState(loop.step + 1, ids, next_ids, finished, scores, state))
+
+    # A plain tuple: `tf.while_loop` and `_segmented_loop` take positional loop variables.
+    loop_vars = tuple(
+        TokenLoopState(
+            step=tf.constant(0, tf.int32),
+            ids=tf.fill([batch_size, max_length], pad),  # (B, L)
+            last=initial_ids,
+            finished=tf.zeros([batch_size], tf.bool),
+            scores=tf.zeros([batch_size], tf.float32),
+            state=initial_state,
+        )
+    )
+    final = TokenLoopState(*_segmented_loop(not_done, body, loop_vars, max_length, state_growth))
+    return final.ids, final.scores
 
 
 def greedy_search(
@@ -148,45 +203,13 @@ def greedy_search(
         (B,) the sum of their log-probabilities (normalised over the whole
         vocabulary, PAD included, as in beam search).
     """
-    check_positive_int("max_length", max_length)
-    initial_ids = tf.convert_to_tensor(initial_ids, tf.int32)  # (B,)
-    batch_size = tf.shape(initial_ids)[0]
-    limits = _row_limits(max_lengths, batch_size, max_length)  # (B,)
-    columns = tf.range(max_length)[None, :]  # (1, L)
+    def pick(logits, step):
+        return tf.argmax(_forbid_pad(logits, pad_id), axis=-1, output_type=tf.int32)  # (B,)
 
-    def not_done(*loop_vars):
-        loop = GreedyState(*loop_vars)
-        return tf.logical_and(
-            loop.step < max_length, tf.logical_not(tf.reduce_all(loop.finished))
-        )
-
-    def body(*loop_vars):
-        loop = GreedyState(*loop_vars)
-        logits, state = step_fn(loop.last, loop.state)  # (B, V)
-        logits = tf.cast(logits, tf.float32)
-        allowed = _forbid_pad(logits, pad_id)
-        next_ids = tf.argmax(allowed, axis=-1, output_type=tf.int32)  # (B,)
-        logprob = tf.reduce_max(allowed, axis=-1) - tf.reduce_logsumexp(logits, axis=-1)  # (B,)
-        scores = loop.scores + tf.where(loop.finished, 0.0, logprob)
-        next_ids = tf.where(loop.finished, tf.cast(pad_id, tf.int32), next_ids)
-        # Writing column `step` through a mask keeps the buffer's shape fixed.
-        ids = tf.where(columns == loop.step, next_ids[:, None], loop.ids)  # (B, L)
-        finished = loop.finished | tf.equal(next_ids, end_id) | (loop.step + 1 >= limits)
-        return tuple(GreedyState(loop.step + 1, ids, next_ids, finished, scores, state))
-
-    # A plain tuple: `tf.while_loop` and `_segmented_loop` take positional loop variables.
-    loop_vars = tuple(
-        GreedyState(
-            step=tf.constant(0, tf.int32),
-            ids=tf.fill([batch_size, max_length], tf.cast(pad_id, tf.int32)),  # (B, L)
-            last=initial_ids,
-            finished=tf.zeros([batch_size], tf.bool),
-            scores=tf.zeros([batch_size], tf.float32),
-            state=initial_state,
-        )
+    return _token_loop(
+        step_fn, pick, initial_ids, initial_state, end_id=end_id, max_length=max_length,
+        max_lengths=max_lengths, pad_id=pad_id, state_growth=state_growth,
     )
-    final = GreedyState(*_segmented_loop(not_done, body, loop_vars, max_length, state_growth))
-    return final.ids, final.scores
 
 
 def beam_search(
@@ -372,17 +395,6 @@ def beam_search(
     return finished_ids, finished_scores
 
 
-class SamplingState(NamedTuple):
-    """The loop state of `sampling_search`, one field per loop variable."""
-
-    step: tf.Tensor  # int32 (): tokens generated so far
-    ids: tf.Tensor  # int32 (B, L): sampled ids, PAD after END and in steps not run
-    last: tf.Tensor  # int32 (B,): the tokens fed to `step_fn` at this step
-    finished: tf.Tensor  # bool (B,): emitted END or reached its length limit
-    scores: tf.Tensor  # float32 (B,): sum of the model's log-probabilities of the sampled ids
-    state: Any  # the nest of `step_fn`; last, where `_segmented_loop` grows it
-
-
 def sampling_search(
     step_fn,
     initial_ids,
@@ -436,13 +448,7 @@ def sampling_search(
         row finished, PAD after it; float32 (B,) the sum of the model's own
         log-probabilities (before temperature and cuts) of each row's ids.
     """
-    check_positive_int("max_length", max_length)
     _check_sampling_options(temperature, top_k, top_p, seed)
-    initial_ids = tf.convert_to_tensor(initial_ids, tf.int32)  # (B,)
-    batch_size = tf.shape(initial_ids)[0]
-    limits = _row_limits(max_lengths, batch_size, max_length)  # (B,)
-    columns = tf.range(max_length)[None, :]  # (1, L)
-    pad = tf.cast(pad_id, tf.int32)
     if seed is None:
         key = tf.bitcast(
             tf.random.uniform([2], maxval=tf.int32.max, dtype=tf.int32), tf.uint32
@@ -450,43 +456,15 @@ def sampling_search(
     else:
         key = tf.constant([seed >> 32, seed & 0xFFFFFFFF], tf.uint32)  # (2,)
 
-    def not_done(*loop_vars):
-        loop = SamplingState(*loop_vars)
-        return tf.logical_and(
-            loop.step < max_length, tf.logical_not(tf.reduce_all(loop.finished))
-        )
-
-    def body(*loop_vars):
-        loop = SamplingState(*loop_vars)
-        logits, state = step_fn(loop.last, loop.state)  # (B, V)
-        logits = tf.cast(logits, tf.float32)
-        # The model's log-probabilities, over the whole vocabulary as in beam search.
-        logprobs = logits - tf.reduce_logsumexp(logits, axis=-1, keepdims=True)  # (B, V)
+    def pick(logits, step):
         allowed = _cut_logits(_forbid_pad(logits, pad_id) / temperature, top_k, top_p)  # (B, V)
-        noise = _gumbel_noise(key, loop.step, tf.shape(logits))  # (B, V)
-        next_ids = tf.argmax(allowed + noise, axis=-1, output_type=tf.int32)  # (B,)
-        next_ids = tf.where(loop.finished, pad, next_ids)
-        logprob = tf.gather(logprobs, next_ids, batch_dims=1)  # (B,)
-        scores = loop.scores + tf.where(loop.finished, 0.0, logprob)
-        ids = tf.where(columns == loop.step, next_ids[:, None], loop.ids)  # (B, L)
-        finished = (
-            loop.finished | tf.equal(next_ids, end_id) | (loop.step + 1 >= limits)
-        )
-        return tuple(SamplingState(loop.step + 1, ids, next_ids, finished, scores, state))
+        noise = _gumbel_noise(key, step, tf.shape(logits))  # (B, V)
+        return tf.argmax(allowed + noise, axis=-1, output_type=tf.int32)  # (B,)
 
-    # A plain tuple: `tf.while_loop` and `_segmented_loop` take positional loop variables.
-    loop_vars = tuple(
-        SamplingState(
-            step=tf.constant(0, tf.int32),
-            ids=tf.fill([batch_size, max_length], pad),
-            last=initial_ids,
-            finished=tf.zeros([batch_size], tf.bool),
-            scores=tf.zeros([batch_size], tf.float32),
-            state=initial_state,
-        )
+    return _token_loop(
+        step_fn, pick, initial_ids, initial_state, end_id=end_id, max_length=max_length,
+        max_lengths=max_lengths, pad_id=pad_id, state_growth=state_growth,
     )
-    result = SamplingState(*_segmented_loop(not_done, body, loop_vars, max_length, state_growth))
-    return result.ids, result.scores
 
 
 def _cut_logits(logits, top_k, top_p):
