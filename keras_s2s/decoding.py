@@ -16,9 +16,9 @@ keys/values are projected once per sentence, and each step runs the very
 decoder code path used in training (`TransformerParts.decode` with a cache)
 on one token against a fixed-size self-attention cache.
 
-Everything inside the loops has a fixed shape (preallocated id buffers,
-fixed-size caches, masks instead of growing tensors), so the searches
-compile with `tf.function(jit_compile=True)`; and they use core TensorFlow
+Under XLA everything inside the loops has a fixed shape (preallocated id
+buffers, fixed-size caches, masks instead of growing tensors), so the
+searches compile with `tf.function(jit_compile=True)`; and they use core TensorFlow
 ops only (no Addons `GatherTree`, no `py_function`), so a SavedModel made
 from them runs in stock TF Serving (KNOWN_TRAPS 8). The default export has
 no XLA function: TF Serving JIT-compiles them on CPU only when started with
@@ -27,14 +27,19 @@ no XLA function: TF Serving JIT-compiles them on CPU only when started with
 The model's searches grow the self-attention cache between loop segments
 (`CACHE_SEGMENTS`, `_segmented_loop`) instead of allocating all `L + 1`
 slots at the start: the same steps in the same order, on a smaller cache
-while the batch is short.
+while the batch is short. Without XLA, where shapes may change from step
+to step, the cache grows by one position a step (`GrowingCache`) and
+finished sentences leave the batch (`drop_finished`, `Dropping`): a batch
+then costs what its sentences need, not its slowest sentence's steps
+times its size. Every form gives the same ids.
 
 Returned ids follow one format everywhere: the tokens generated after the
 start token, `end_id` last where a hypothesis finished, then PAD (0). PAD
 itself is never generated, so a row's length is its count of non-PAD ids.
 
 Shape legend: B batch, K beam size, N rows fed to `step_fn` (B for greedy
-and sampling, B*K for beam search, row `b*K + k` is beam k of sentence b), S source
+and sampling, B*K for beam search, row `i*K + k` is beam k of sentence i), b
+rows (sentences) still searched by a search that drops finished ones, S source
 length, L max length (generated tokens), C cache slots (L + 1), V target
 vocabulary, D hidden dim, H heads, Dh head dim.
 """
@@ -100,23 +105,106 @@ def expand_to_beams(state, beam_size):
     return tf.nest.map_structure(expand, state)
 
 
+# The per-sentence part of a search state: `state[SENTENCE_STATE]`, if the
+# state is a dict that has it, holds tensors with one row per sentence (B, ...)
+# that the K beam rows of a sentence share (the model's encoder output and
+# cross-attention keys/values). The searches reorder every other tensor of
+# rank >= 1 by row; these they only gather when they drop finished sentences.
+SENTENCE_STATE = "per_sentence"
+
+
+def reorder_state(state, rows, sentences=None):
+    """The state's per-row tensors gathered at `rows` (N',), per-sentence ones at `sentences` (B',).
+
+    Rank-0 tensors are shared by all rows and kept; `sentences=None` keeps
+    the per-sentence tensors as they are.
+    """
+
+    def gather(indices):
+        return lambda t: t if indices is None or t.shape.rank == 0 else tf.gather(t, indices)
+
+    if isinstance(state, dict) and SENTENCE_STATE in state:
+        return {
+            key: tf.nest.map_structure(gather(sentences if key == SENTENCE_STATE else rows), value)
+            for key, value in state.items()
+        }
+    return tf.nest.map_structure(gather(rows), state)
+
+
+class Dropping(NamedTuple):
+    """The rows a search still runs, and the results of those that left (`drop_finished`).
+
+    A search that drops its finished rows (sentences, for beam search)
+    carries this through its loop: b rows are still searched, of B. A row's
+    results are written when it leaves; every row has left by step L (the
+    limits are at most L), and `results` adds any still searched when the
+    loop ends.
+    """
+
+    rows: tf.Tensor  # int32 (b,): each searched row's index in the batch (0..B-1)
+    limits: tf.Tensor  # int32 (b,): their length limits
+    ids: tf.Tensor  # int32 (B, ...): the ids of the rows that left
+    scores: tf.Tensor  # float32 (B, ...): their scores
+
+    @classmethod
+    def start(cls, limits, ids, scores):
+        """Every row searched; the result buffers start as the empty `ids` and `scores` (B, ...)."""
+        return cls(tf.range(tf.shape(limits)[0]), limits, ids, scores)
+
+    def drop(self, stopped, ids, scores):
+        """Writes out the results of the `stopped` (b,) rows.
+
+        Returns:
+            `(dropping, keep)`: the rows still searched, and keep (b',) int32,
+            their indices among the b, for the caller to gather its tensors.
+        """
+        done = tf.cast(tf.where(stopped)[:, 0], tf.int32)  # (d,)
+        keep = tf.cast(tf.where(tf.logical_not(stopped))[:, 0], tf.int32)  # (b',)
+        at = tf.gather(self.rows, done)[:, None]  # (d, 1)
+        dropping = Dropping(
+            rows=tf.gather(self.rows, keep),
+            limits=tf.gather(self.limits, keep),
+            ids=tf.tensor_scatter_nd_update(self.ids, at, tf.gather(ids, done)),
+            scores=tf.tensor_scatter_nd_update(self.scores, at, tf.gather(scores, done)),
+        )
+        return dropping, keep
+
+    def results(self, ids, scores):
+        """All B rows' `(ids, scores)`: those that left and those still searched (b, ...)."""
+        at = self.rows[:, None]  # (b, 1)
+        return (
+            tf.tensor_scatter_nd_update(self.ids, at, ids),
+            tf.tensor_scatter_nd_update(self.scores, at, scores),
+        )
+
+
 class TokenLoopState(NamedTuple):
-    """The loop state of the one-row-per-sentence searches (greedy, sampling), one field per loop variable."""
+    """The loop state of the one-row-per-sentence searches (greedy, sampling), one field per loop variable.
+
+    b rows are still searched: b = B, or fewer with `drop_finished`.
+    """
 
     step: tf.Tensor  # int32 (): tokens generated so far
-    ids: tf.Tensor  # int32 (B, L): generated ids, PAD after END and in steps not run
-    last: tf.Tensor  # int32 (B,): the tokens fed to `step_fn` at this step
-    finished: tf.Tensor  # bool (B,): emitted END or reached its length limit
-    scores: tf.Tensor  # float32 (B,): sum of the model's log-probabilities of the generated ids
+    ids: tf.Tensor  # int32 (b, L): generated ids, PAD after END and in steps not run
+    last: tf.Tensor  # int32 (b,): the tokens fed to `step_fn` at this step
+    finished: tf.Tensor  # bool (b,): emitted END or reached its length limit
+    scores: tf.Tensor  # float32 (b,): sum of the model's log-probabilities of the generated ids
+    # A `Dropping` with `drop_finished`; otherwise (), no loop variables: the
+    # rows never change, and under XLA constant buffers passed through the
+    # segmented loops unchanged failed to compile ("Cannot find body
+    # function ..._const_0", TensorFlow 2.21).
+    dropping: Any
     state: Any  # the nest of `step_fn`; last, where `_segmented_loop` grows it
 
 
 def _token_loop(step_fn, pick, initial_ids, initial_state, *, end_id, max_length, max_lengths,
-                pad_id, state_growth):
+                pad_id, state_growth, drop_finished=False):
     """One token a step per row, chosen by `pick`: the loop of greedy search and sampling.
 
-    `pick(logits, step) -> ids`: float32 (B, V) logits -> int32 (B,) tokens,
-    never PAD. Rows stop at `end_id` or their limit; the loop when all have.
+    `pick(logits, step, rows) -> ids`: float32 (b, V) logits and int32 (b,)
+    batch indices of the rows -> int32 (b,) tokens, never PAD. Rows stop at
+    `end_id` or their limit; the loop when all have. With `drop_finished`
+    (see `beam_search`) finished rows leave the loop's batch.
 
     Returns:
         `(ids (B, L), scores (B,))`, scores the sum of the model's own
@@ -124,9 +212,10 @@ def _token_loop(step_fn, pick, initial_ids, initial_state, *, end_id, max_length
         row's ids.
     """
     check_positive_int("max_length", max_length)
+    check_bool("drop_finished", drop_finished)
     initial_ids = tf.convert_to_tensor(initial_ids, tf.int32)  # (B,)
     batch_size = tf.shape(initial_ids)[0]
-    limits = _row_limits(max_lengths, batch_size, max_length)  # (B,)
+    all_limits = _row_limits(max_lengths, batch_size, max_length)  # (B,)
     columns = tf.range(max_length)[None, :]  # (1, L)
     pad = tf.cast(pad_id, tf.int32)
 
@@ -138,31 +227,61 @@ def _token_loop(step_fn, pick, initial_ids, initial_state, *, end_id, max_length
 
     def body(*loop_vars):
         loop = TokenLoopState(*loop_vars)
-        logits, state = step_fn(loop.last, loop.state)  # (B, V)
+        if drop_finished:
+            rows, limits = loop.dropping.rows, loop.dropping.limits  # (b,), (b,)
+        else:
+            rows, limits = tf.range(batch_size), all_limits
+        logits, state = step_fn(loop.last, loop.state)  # (b, V)
         logits = tf.cast(logits, tf.float32)
-        next_ids = pick(logits, loop.step)  # (B,)
+        next_ids = pick(logits, loop.step, rows)  # (b,)
         logprob = tf.gather(logits, next_ids, batch_dims=1) - tf.reduce_logsumexp(
             logits, axis=-1
-        )  # (B,)
+        )  # (b,)
         scores = loop.scores + tf.where(loop.finished, 0.0, logprob)
         next_ids = tf.where(loop.finished, pad, next_ids)
         # Writing column `step` through a mask keeps the buffer's shape fixed.
-        ids = tf.where(columns == loop.step, next_ids[:, None], loop.ids)  # (B, L)
+        ids = tf.where(columns == loop.step, next_ids[:, None], loop.ids)  # (b, L)
         finished = loop.finished | tf.equal(next_ids, end_id) | (loop.step + 1 >= limits)
-        return tuple(TokenLoopState(loop.step + 1, ids, next_ids, finished, scores, state))
+        loop = loop._replace(
+            step=loop.step + 1, ids=ids, last=next_ids, finished=finished, scores=scores,
+            state=state,
+        )
+        if drop_finished:
+            dropping, keep = loop.dropping.drop(finished, ids, scores)
 
+            def kept_rows():
+                return loop._replace(
+                    ids=tf.gather(ids, keep), last=tf.gather(next_ids, keep),
+                    finished=tf.gather(finished, keep), scores=tf.gather(scores, keep),
+                    state=reorder_state(state, keep, sentences=keep),
+                )
+
+            # Gathers only on the steps where a row finished.
+            loop = tf.cond(tf.reduce_any(finished), kept_rows, lambda: loop)._replace(
+                dropping=dropping
+            )
+        return tuple(loop)
+
+    ids = tf.fill([batch_size, max_length], pad)  # (B, L)
+    scores = tf.zeros([batch_size], tf.float32)  # (B,)
     # A plain tuple: `tf.while_loop` and `_segmented_loop` take positional loop variables.
     loop_vars = tuple(
         TokenLoopState(
             step=tf.constant(0, tf.int32),
-            ids=tf.fill([batch_size, max_length], pad),  # (B, L)
+            ids=ids,
             last=initial_ids,
             finished=tf.zeros([batch_size], tf.bool),
-            scores=tf.zeros([batch_size], tf.float32),
+            scores=scores,
+            dropping=Dropping.start(all_limits, ids, scores) if drop_finished else (),
             state=initial_state,
         )
     )
-    final = TokenLoopState(*_segmented_loop(not_done, body, loop_vars, max_length, state_growth))
+    final = TokenLoopState(
+        *_segmented_loop(not_done, body, loop_vars, max_length, state_growth,
+                         dynamic_rows=drop_finished)
+    )
+    if drop_finished:
+        return final.dropping.results(final.ids, final.scores)
     return final.ids, final.scores
 
 
@@ -176,6 +295,7 @@ def greedy_search(
     max_lengths=None,
     pad_id=PAD_ID,
     state_growth=None,
+    drop_finished=False,
 ):
     """Greedy decoding: the most likely next token at every step.
 
@@ -186,16 +306,20 @@ def greedy_search(
 
     Args:
         step_fn: `step_fn(ids, state) -> (logits, state)`, ids (B,) int32,
-            logits (B, V). Rows that have finished keep being fed PAD;
-            their outputs are ignored.
+            logits (B, V). Rows that have finished keep being fed PAD
+            (their outputs are ignored), or leave with `drop_finished`.
         initial_ids: (B,) int, the start token of each row.
-        initial_state: nest of tensors for `step_fn`.
+        initial_state: nest of tensors for `step_fn`; with `drop_finished`
+            every tensor of rank >= 1 has one row per row of the batch (B,
+            ...) and is gathered with the rows (see `reorder_state`).
         end_id: the END token id.
         max_length: L, most tokens generated per row (python int).
         max_lengths: optional (B,) int, per-row limits; capped by
             `max_length`, at least 1.
         pad_id: the PAD id: never generated, written after a row finishes.
         state_growth: optional `(boundaries, grow)`; see `_segmented_loop`.
+        drop_finished: finished rows leave the batch, as in `beam_search`
+            (not under XLA); `step_fn` then sees b <= B rows.
 
     Returns:
         `(ids, scores)`: int32 (B, L) generated ids, `end_id` last where a
@@ -203,13 +327,30 @@ def greedy_search(
         (B,) the sum of their log-probabilities (normalised over the whole
         vocabulary, PAD included, as in beam search).
     """
-    def pick(logits, step):
-        return tf.argmax(_forbid_pad(logits, pad_id), axis=-1, output_type=tf.int32)  # (B,)
+    def pick(logits, step, rows):
+        return tf.argmax(_forbid_pad(logits, pad_id), axis=-1, output_type=tf.int32)  # (b,)
 
     return _token_loop(
         step_fn, pick, initial_ids, initial_state, end_id=end_id, max_length=max_length,
         max_lengths=max_lengths, pad_id=pad_id, state_growth=state_growth,
+        drop_finished=drop_finished,
     )
+
+
+class BeamLoopState(NamedTuple):
+    """The loop state of `beam_search`, one field per loop variable.
+
+    b sentences are still searched: b = B, or fewer with `drop_finished`.
+    """
+
+    step: tf.Tensor  # int32 (): tokens generated so far
+    last: tf.Tensor  # int32 (b*K,): the tokens fed to `step_fn` at this step
+    alive_ids: tf.Tensor  # int32 (b, K, L): the alive beams' ids
+    alive_logprob: tf.Tensor  # float32 (b, K): their log-probabilities, -inf if not alive
+    finished_ids: tf.Tensor  # int32 (b, K, L): the K best finished hypotheses
+    finished_scores: tf.Tensor  # float32 (b, K): their penalised scores, -inf in empty slots
+    dropping: Any  # a `Dropping` of sentences with `drop_finished`, else () (see `TokenLoopState`)
+    state: Any  # the nest of `step_fn`; last, where `_segmented_loop` grows it
 
 
 def beam_search(
@@ -225,6 +366,7 @@ def beam_search(
     max_lengths=None,
     pad_id=PAD_ID,
     state_growth=None,
+    drop_finished=False,
 ):
     """Beam search with the GNMT length penalty and per-sentence finished lists.
 
@@ -248,14 +390,24 @@ def beam_search(
     the rule of fairseq and Marian (Hugging Face's `early_stopping=True`).
     The loop ends when every sentence has stopped or after `max_length`
     steps. When beams are re-ranked, every tensor of rank >= 1
-    in `state` is reordered along its leading (B*K) axis with `tf.gather`.
+    in `state` is reordered along its leading (B*K) axis with `tf.gather`,
+    except the per-sentence tensors under `state[SENTENCE_STATE]` (B, ...).
+
+    With `drop_finished`, a sentence that stops leaves the batch: its
+    hypotheses move to the output and the later steps run on the sentences
+    still searched only, so a batch costs what its sentences need instead
+    of its longest sentence's length times its size. The results are the
+    same; the batch axis of the loop's tensors then changes from step to
+    step, which XLA cannot compile (use it without XLA).
 
     Args:
         step_fn: `step_fn(ids, state) -> (logits, state)`, ids (B*K,) int32,
             logits (B*K, V), raw: they are normalised with log-softmax here.
+            With `drop_finished`, ids and logits have b*K rows, b <= B.
         initial_ids: (B,) int, the start token of each sentence.
         initial_state: nest of tensors for B*K rows (see `expand_to_beams`);
-            rank-0 tensors are shared by all rows and never reordered.
+            rank-0 tensors are shared by all rows and never reordered; a
+            dict's `SENTENCE_STATE` entry holds per-sentence tensors (B, ...).
         beam_size: K.
         end_id: the END token id.
         max_length: L, most tokens generated per hypothesis (python int).
@@ -270,6 +422,7 @@ def beam_search(
             END is finished as it is.
         pad_id: the PAD id: never generated, written after END.
         state_growth: optional `(boundaries, grow)`; see `_segmented_loop`.
+        drop_finished: drop stopped sentences from the batch (not under XLA).
 
     Returns:
         `(ids, scores)`: int32 (B, K, L) finished hypotheses, best first,
@@ -280,82 +433,83 @@ def beam_search(
     check_positive_int("max_length", max_length)
     check_real("length_penalty", length_penalty)
     check_bool("early_stopping", early_stopping)
+    check_bool("drop_finished", drop_finished)
     beams = beam_size
     initial_ids = tf.convert_to_tensor(initial_ids, tf.int32)  # (B,)
     batch_size = tf.shape(initial_ids)[0]
-    limits = _row_limits(max_lengths, batch_size, max_length)  # (B,)
     columns = tf.range(max_length)[None, None, :]  # (1, 1, L)
+    all_limits = _row_limits(max_lengths, batch_size, max_length)  # (B,)
     # Rank of each of the 2K candidates: only the top K may finish.
     in_beam = tf.range(2 * beams)[None, :] < beams  # (1, 2K)
-    # Row offsets turn a beam index within a sentence into a B*K row index.
-    row_offsets = tf.range(batch_size)[:, None] * beams  # (B, 1)
     pad = tf.cast(pad_id, tf.int32)
 
     def penalised(logprob, length):
         return logprob / gnmt_length_penalty(length, length_penalty)
 
-    def not_done(step, last, alive_ids, alive_logprob, finished_ids, finished_scores, state):
-        # Dropped sentences have only -inf alive beams.
-        any_alive = tf.reduce_any(alive_logprob > _NEG_INF)
-        return tf.logical_and(step < max_length, any_alive)
+    def not_done(*loop_vars):
+        loop = BeamLoopState(*loop_vars)
+        # Stopped sentences have only -inf alive beams (or are gone).
+        any_alive = tf.reduce_any(loop.alive_logprob > _NEG_INF)
+        return tf.logical_and(loop.step < max_length, any_alive)
 
-    def body(step, last, alive_ids, alive_logprob, finished_ids, finished_scores, state):
-        logits, state = step_fn(last, state)  # (B*K, V)
+    def body(*loop_vars):
+        loop = BeamLoopState(*loop_vars)
+        step = loop.step
+        sentences = tf.shape(loop.alive_logprob)[0]  # b
+        limits = loop.dropping.limits if drop_finished else all_limits  # (b,)
+        logits, state = step_fn(loop.last, loop.state)  # (b*K, V)
         logits = tf.cast(logits, tf.float32)
         # The 2K best extensions of a sentence are among the 2K best tokens of
         # each of its beams, so each row is ranked first and only those K*2K
-        # are normalised and ranked again: no (B*K, V) log-probabilities are
+        # are normalised and ranked again: no (b*K, V) log-probabilities are
         # written. 2K + 1: PAD may be one of them.
-        row_logits, row_tokens, row_max = _top_tokens(logits, 2 * beams + 1, pad_id)  # (B*K, R)
+        row_logits, row_tokens, row_max = _top_tokens(logits, 2 * beams + 1, pad_id)  # (b*K, R)
         # Normalise over the whole vocabulary, PAD included, so scores are
         # the model's log-probabilities (logsumexp, with the row maxima that
         # the ranking found).
         log_normalizer = row_max + tf.math.log(
             tf.reduce_sum(tf.exp(logits - row_max), axis=-1, keepdims=True)
-        )  # (B*K, 1)
+        )  # (b*K, 1)
         per_beam = row_logits.shape[-1]  # R, static: XLA and the loop's shapes need it
-        candidates = alive_logprob[:, :, None] + tf.reshape(
-            row_logits - log_normalizer, [batch_size, beams, per_beam]
-        )  # (B, K, R)
+        candidates = loop.alive_logprob[:, :, None] + tf.reshape(
+            row_logits - log_normalizer, [sentences, beams, per_beam]
+        )  # (b, K, R)
         top_logprob, top_index = tf.math.top_k(
-            tf.reshape(candidates, [batch_size, beams * per_beam]), k=2 * beams  # (B, K*R)
-        )  # (B, 2K)
-        top_beam = top_index // per_beam  # (B, 2K)
+            tf.reshape(candidates, [sentences, beams * per_beam]), k=2 * beams  # (b, K*R)
+        )  # (b, 2K)
+        top_beam = top_index // per_beam  # (b, 2K)
         top_token = tf.gather(
-            tf.reshape(row_tokens, [batch_size, beams * per_beam]), top_index, batch_dims=1
-        )  # (B, 2K)
-        top_ids = tf.gather(alive_ids, top_beam, batch_dims=1)  # (B, 2K, L)
-        top_ids = tf.where(columns == step, top_token[:, :, None], top_ids)  # (B, 2K, L)
+            tf.reshape(row_tokens, [sentences, beams * per_beam]), top_index, batch_dims=1
+        )  # (b, 2K)
+        top_ids = tf.gather(loop.alive_ids, top_beam, batch_dims=1)  # (b, 2K, L)
+        top_ids = tf.where(columns == step, top_token[:, :, None], top_ids)  # (b, 2K, L)
 
         length = step + 1
-        at_limit = (length >= limits)[:, None]  # (B, 1)
-        is_end = tf.equal(top_token, end_id)  # (B, 2K)
+        at_limit = (length >= limits)[:, None]  # (b, 1)
+        is_end = tf.equal(top_token, end_id)  # (b, 2K)
 
         # Alive: the K best extensions that neither ended nor hit the limit
         # (there are always K among 2K, since at most K of them end).
         continuing = tf.logical_not(is_end | at_limit)
         alive_logprob, pick = tf.math.top_k(
             tf.where(continuing, top_logprob, _NEG_INF), k=beams
-        )  # (B, K)
-        alive_ids = tf.gather(top_ids, pick, batch_dims=1)  # (B, K, L)
-        last = tf.reshape(tf.gather(top_token, pick, batch_dims=1), [-1])  # (B*K,)
-        rows = tf.reshape(
-            tf.gather(top_beam, pick, batch_dims=1) + row_offsets, [-1]
-        )  # (B*K,)
-        state = tf.nest.map_structure(
-            lambda t: t if t.shape.rank == 0 else tf.gather(t, rows), state
-        )
+        )  # (b, K)
+        alive_ids = tf.gather(top_ids, pick, batch_dims=1)  # (b, K, L)
+        last = tf.gather(top_token, pick, batch_dims=1)  # (b, K)
+        # Row offsets turn a beam index within a sentence into a b*K row index.
+        row_offsets = tf.range(sentences)[:, None] * beams  # (b, 1)
+        rows = tf.gather(top_beam, pick, batch_dims=1) + row_offsets  # (b, K)
 
         # Finished: merge the new ones into the K best so far. Existing
         # entries come first, so on equal scores the older one is kept.
-        finishing = in_beam & (is_end | at_limit)  # (B, 2K)
+        finishing = in_beam & (is_end | at_limit)  # (b, 2K)
         new_scores = tf.where(finishing, penalised(top_logprob, length), _NEG_INF)
         finished_scores, pick = tf.math.top_k(
-            tf.concat([finished_scores, new_scores], axis=1), k=beams  # (B, 3K)
-        )  # (B, K)
+            tf.concat([loop.finished_scores, new_scores], axis=1), k=beams  # (b, 3K)
+        )  # (b, K)
         finished_ids = tf.gather(
-            tf.concat([finished_ids, top_ids], axis=1), pick, batch_dims=1  # (B, 3K, L)
-        )  # (B, K, L)
+            tf.concat([loop.finished_ids, top_ids], axis=1), pick, batch_dims=1  # (b, 3K, L)
+        )  # (b, K, L)
 
         # Early stop per sentence: drop its alive beams once none can beat
         # its best finished hypothesis. The penalty is monotone in the
@@ -363,13 +517,39 @@ def beam_search(
         largest_penalty = tf.maximum(
             gnmt_length_penalty(length + 1, length_penalty),
             gnmt_length_penalty(limits, length_penalty),
-        )  # (B,)
-        best_reachable = alive_logprob[:, 0] / largest_penalty  # (B,)
-        stopped = finished_scores[:, 0] >= best_reachable  # (B,)
+        )  # (b,)
+        best_reachable = alive_logprob[:, 0] / largest_penalty  # (b,)
+        stopped = finished_scores[:, 0] >= best_reachable  # (b,)
         if early_stopping:
             stopped |= finished_scores[:, -1] > _NEG_INF  # K finished
-        alive_logprob = tf.where(stopped[:, None], _NEG_INF, alive_logprob)
-        return step + 1, last, alive_ids, alive_logprob, finished_ids, finished_scores, state
+        searched = (alive_ids, alive_logprob, finished_ids, finished_scores, last, rows)
+        if drop_finished:
+            # Stopped sentences leave the batch with their finished
+            # hypotheses; the others' rows are kept in the same gather that
+            # reorders the beams.
+            dropping, keep = loop.dropping.drop(stopped, finished_ids, finished_scores)
+
+            def kept_sentences():
+                kept = tuple(tf.gather(t, keep) for t in searched)
+                return kept, reorder_state(state, tf.reshape(kept[-1], [-1]), sentences=keep)
+
+            def every_sentence():
+                return searched, reorder_state(state, tf.reshape(rows, [-1]))
+
+            # Gathers the sentences only on the steps where one stopped.
+            searched, state = tf.cond(tf.reduce_any(stopped), kept_sentences, every_sentence)
+        else:
+            dropping = ()
+            searched = (*searched[:1], tf.where(stopped[:, None], _NEG_INF, alive_logprob),
+                        *searched[2:])
+            state = reorder_state(state, tf.reshape(rows, [-1]))
+        alive_ids, alive_logprob, finished_ids, finished_scores, last, rows = searched
+        return tuple(
+            BeamLoopState(
+                step + 1, tf.reshape(last, [-1]), alive_ids, alive_logprob, finished_ids,
+                finished_scores, dropping, state,
+            )
+        )
 
     # One live beam per sentence at first: the K copies of the start state
     # are identical, and -inf keeps K-1 of them from being ranked.
@@ -377,17 +557,26 @@ def beam_search(
         [tf.zeros([1], tf.float32), tf.fill([beams - 1], _NEG_INF)], axis=0
     )  # (K,)
     empty_ids = tf.fill([batch_size, beams, max_length], pad)  # (B, K, L)
-    loop_vars = (
-        tf.constant(0, tf.int32),
-        tf.repeat(initial_ids, beams),  # (B*K,)
-        empty_ids,
-        tf.tile(first_alive[None, :], [batch_size, 1]),  # (B, K)
-        empty_ids,
-        tf.fill([batch_size, beams], _NEG_INF),  # (B, K)
-        initial_state,
+    no_scores = tf.fill([batch_size, beams], _NEG_INF)  # (B, K)
+    loop_vars = tuple(
+        BeamLoopState(
+            step=tf.constant(0, tf.int32),
+            last=tf.repeat(initial_ids, beams),  # (B*K,)
+            alive_ids=empty_ids,
+            alive_logprob=tf.tile(first_alive[None, :], [batch_size, 1]),  # (B, K)
+            finished_ids=empty_ids,
+            finished_scores=no_scores,
+            dropping=Dropping.start(all_limits, empty_ids, no_scores) if drop_finished else (),
+            state=initial_state,
+        )
     )
-    outputs = _segmented_loop(not_done, body, loop_vars, max_length, state_growth)
-    finished_ids, finished_scores = outputs[4], outputs[5]
+    final = BeamLoopState(
+        *_segmented_loop(not_done, body, loop_vars, max_length, state_growth,
+                         dynamic_rows=drop_finished)
+    )
+    finished_ids, finished_scores = final.finished_ids, final.finished_scores
+    if drop_finished:
+        finished_ids, finished_scores = final.dropping.results(finished_ids, finished_scores)
     # Empty slots may hold the ids of -inf candidates; make them PAD.
     finished_ids = tf.where(
         (finished_scores > _NEG_INF)[:, :, None], finished_ids, pad
@@ -409,6 +598,7 @@ def sampling_search(
     max_lengths=None,
     pad_id=PAD_ID,
     state_growth=None,
+    drop_finished=False,
 ):
     """Ancestral sampling: each next token drawn from the model's distribution.
 
@@ -429,9 +619,10 @@ def sampling_search(
 
     Args:
         step_fn: `step_fn(ids, state) -> (logits, state)`, ids (B,) int32,
-            logits (B, V). Rows that have finished keep being fed PAD.
+            logits (B, V). Rows that have finished keep being fed PAD,
+            or leave with `drop_finished`.
         initial_ids: (B,) int, the start token of each row.
-        initial_state: nest of tensors for `step_fn`.
+        initial_state: nest of tensors for `step_fn` (see `greedy_search`).
         temperature: > 0; the logits are divided by it before sampling.
         top_k: sample among the k most likely tokens; 0 = all (python int).
         top_p: nucleus mass in (0, 1]; 1 = no nucleus cut (python float).
@@ -442,6 +633,7 @@ def sampling_search(
             `max_length`, at least 1.
         pad_id: the PAD id: never sampled, written after a row finishes.
         state_growth: optional `(boundaries, grow)`; see `_segmented_loop`.
+        drop_finished: finished rows leave the batch (see `greedy_search`).
 
     Returns:
         `(ids, scores)`: int32 (B, L) sampled ids, `end_id` last where a
@@ -456,14 +648,15 @@ def sampling_search(
     else:
         key = tf.constant([seed >> 32, seed & 0xFFFFFFFF], tf.uint32)  # (2,)
 
-    def pick(logits, step):
-        allowed = _cut_logits(_forbid_pad(logits, pad_id) / temperature, top_k, top_p)  # (B, V)
-        noise = _gumbel_noise(key, step, tf.shape(logits))  # (B, V)
-        return tf.argmax(allowed + noise, axis=-1, output_type=tf.int32)  # (B,)
+    def pick(logits, step, rows):
+        allowed = _cut_logits(_forbid_pad(logits, pad_id) / temperature, top_k, top_p)  # (b, V)
+        noise = _gumbel_noise(key, step, rows, logits.shape[-1] or tf.shape(logits)[-1])  # (b, V)
+        return tf.argmax(allowed + noise, axis=-1, output_type=tf.int32)  # (b,)
 
     return _token_loop(
         step_fn, pick, initial_ids, initial_state, end_id=end_id, max_length=max_length,
         max_lengths=max_lengths, pad_id=pad_id, state_growth=state_growth,
+        drop_finished=drop_finished,
     )
 
 
@@ -484,10 +677,13 @@ def _cut_logits(logits, top_k, top_p):
     return logits
 
 
-def _gumbel_noise(key, step, shape):
-    """Gumbel(0, 1) noise (N, V) hashed from the key (2,) uint32, the step and (row, token)."""
-    rows, vocabulary = shape[0], shape[1]
-    counter = tf.range(rows)[:, None] * vocabulary + tf.range(vocabulary)[None, :]  # (N, V)
+def _gumbel_noise(key, step, rows, vocabulary):
+    """Gumbel(0, 1) noise (N, V) hashed from the key (2,) uint32, the step and (row, token).
+
+    `rows` (N,) int32 are the rows' indices in the batch, so a row gets the
+    same noise whichever rows are still in the loop's batch.
+    """
+    counter = rows[:, None] * vocabulary + tf.range(vocabulary)[None, :]  # (N, V)
     xor = tf.bitwise.bitwise_xor
     step_key = _mix32(xor(key[0], _mix32(xor(key[1], _mix32(tf.bitcast(step, tf.uint32) * _GOLDEN)))))
     bits = _mix32(xor(_mix32(xor(tf.bitcast(counter, tf.uint32), step_key)), key[1]))  # (N, V)
@@ -520,7 +716,7 @@ def trim_ids(ids, pad_id=PAD_ID):
     return ids[:, : tf.maximum(tf.reduce_max(lengths), 0)]
 
 
-def _segmented_loop(not_done, body, loop_vars, max_length, state_growth):
+def _segmented_loop(not_done, body, loop_vars, max_length, state_growth, dynamic_rows=False):
     """`tf.while_loop` over the search's steps, its state grown between segments.
 
     `loop_vars` is `(step, ..., state)`. Without `state_growth` this is one
@@ -536,6 +732,9 @@ def _segmented_loop(not_done, body, loop_vars, max_length, state_growth):
     step reads, writes and (beam search) reorders the whole cache, so its
     cost grows with the capacity, not with the step. Segments after the
     loop finished run no step.
+
+    `dynamic_rows`: the leading axis of the loop's tensors may change from
+    step to step (searches that drop finished rows).
     """
     if state_growth is None:
         return tf.while_loop(
@@ -543,7 +742,7 @@ def _segmented_loop(not_done, body, loop_vars, max_length, state_growth):
             body,
             loop_vars,
             maximum_iterations=max_length,
-            shape_invariants=_growing_shapes(loop_vars),
+            shape_invariants=_loop_shapes(loop_vars, dynamic_rows),
         )
     boundaries, grow = state_growth
     boundaries = [b for b in boundaries if b < max_length]
@@ -562,33 +761,45 @@ def _segmented_loop(not_done, body, loop_vars, max_length, state_growth):
             body,
             loop_vars,
             maximum_iterations=end,
-            shape_invariants=_growing_shapes(loop_vars),
+            shape_invariants=_loop_shapes(loop_vars, dynamic_rows),
         )
         if segment < len(boundaries):
             loop_vars = (*loop_vars[:-1], grow(loop_vars[-1], segment))
     return loop_vars
 
 
-def _growing_shapes(loop_vars):
-    """`tf.while_loop`'s shape invariants: the slot axis of every `GrowingCache` unknown.
+def _loop_shapes(loop_vars, dynamic_rows=False):
+    """`tf.while_loop`'s shape invariants, None (shapes fixed) when nothing changes shape.
 
-    None (shapes fixed) when `loop_vars` hold no `GrowingCache`.
+    The slot axis of every `GrowingCache` is unknown; with `dynamic_rows`,
+    the leading axis of every tensor of rank >= 1 too.
     """
     found = []
+
+    def invariant(tensor, slot_axis=None):
+        shape = tf.convert_to_tensor(tensor).shape
+        if shape.rank is None:
+            return shape
+        dims = list(shape)
+        if dynamic_rows and dims:
+            dims[0] = None
+        if slot_axis is not None:
+            dims[slot_axis] = None
+        return tf.TensorShape(dims)
 
     def shapes(value):
         if isinstance(value, GrowingCache):
             found.append(value)
-            return GrowingCache(*(tf.TensorShape([*t.shape[:2], None, *t.shape[3:]]) for t in value))
+            return GrowingCache(*(invariant(t, slot_axis=2) for t in value))
         if isinstance(value, dict):
             return {key: shapes(item) for key, item in value.items()}
         if isinstance(value, (tuple, list)):
             items = [shapes(item) for item in value]
             return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
-        return tf.convert_to_tensor(value).shape
+        return invariant(value)
 
     invariants = shapes(loop_vars)
-    return invariants if found else None
+    return invariants if found or dynamic_rows else None
 
 
 # Vocabulary block of `_top_tokens`: a row's k best tokens lie in its k blocks
@@ -679,11 +890,12 @@ def model_step_fn(
     model must hold `max_length + 1` positions.
 
     The encoder output, source mask and cross-attention keys/values do not
-    change during the search, so `step_fn` closes over them instead of
-    carrying them in `state`: beam search then reorders only the
-    self-attention caches. They keep one row per sentence (B), also for
-    beam search: `CrossAttention` lets the K rows of a sentence share them.
-    Build both inside the `tf.function` that runs the search.
+    change during the search; they keep one row per sentence (B), also for
+    beam search (`CrossAttention` lets the K rows of a sentence share
+    them), in the state's per-sentence part (`SENTENCE_STATE`), so beam
+    search reorders only the self-attention caches and a search that drops
+    finished sentences can drop theirs. Build both inside the
+    `tf.function` that runs the search.
 
     Args:
         model: a model from `build_transformer` (or reloaded from `.keras`),
@@ -702,7 +914,9 @@ def model_step_fn(
         `(step_fn, initial_state)`. `state` is
         `{"index": int32 scalar position of the next fed token,
         "self_attention": tuple, per decoder layer, of (keys, values), each
-        (N, H, C, Dh), heads-major}`.
+        (N, H, C, Dh), heads-major, SENTENCE_STATE: {"encoder_output":
+        (B, S, D), "source_mask": (B, S), "cross_attention": tuple, per
+        layer, of (keys, values), each (B, H, S, Dh)}}`.
     """
     parts = model if isinstance(model, TransformerParts) else TransformerParts.from_model(model)
     check_positive_int("beam_size", beam_size)
@@ -717,17 +931,25 @@ def model_step_fn(
         self_attention = expand_to_beams(self_attention, beam_size)  # 2 x (B*K, H, C, Dh)
     # Projected once per sentence and never repeated: cross-attention lets
     # the K beam rows of sentence b share its keys, values and source mask.
-    cross_attention = tuple(cache.cross_attention)  # per layer 2 x (B, H, S, Dh)
+    sentences = {
+        "encoder_output": encoder_output,  # (B, S, D)
+        "source_mask": source_mask,  # (B, S)
+        "cross_attention": tuple(cache.cross_attention),  # per layer 2 x (B, H, S, Dh)
+    }
 
     def step_fn(ids, state):
+        sentences = state[SENTENCE_STATE]
         logits, new_cache = parts.decode(
             ids[:, None],  # (N, 1)
-            encoder_output,
-            source_mask,
-            caches=DecoderCache(tuple(state["self_attention"]), cross_attention),
+            sentences["encoder_output"],
+            sentences["source_mask"],
+            caches=DecoderCache(
+                tuple(state["self_attention"]), tuple(sentences["cross_attention"])
+            ),
             cache_index=state["index"],
         )  # (N, 1, V)
         new_state = {
+            **state,
             "index": state["index"] + 1,
             "self_attention": tuple(new_cache.self_attention),
         }
@@ -736,6 +958,7 @@ def model_step_fn(
     initial_state = {
         "index": tf.constant(0, tf.int32),
         "self_attention": tuple(self_attention),
+        SENTENCE_STATE: sentences,
     }
     return step_fn, initial_state
 
@@ -752,10 +975,7 @@ def grow_cache_state(state, capacity):
         extra = capacity - slots
         return tf.pad(cache, [[0, 0], [0, 0], [0, extra], [0, 0]])  # (N, H, capacity, Dh)
 
-    return {
-        "index": state["index"],
-        "self_attention": tf.nest.map_structure(grow, state["self_attention"]),
-    }
+    return {**state, "self_attention": tf.nest.map_structure(grow, state["self_attention"])}
 
 
 # The model's searches start with this many self-attention cache slots and
@@ -807,10 +1027,12 @@ class Strategy(abc.ABC):
         max_lengths=None,
         pad_id=PAD_ID,
         state_growth=None,
+        drop_finished=False,
     ):
         """Runs the search, in the graph: the arguments of `greedy_search`.
 
-        `initial_state` holds B * `rows_per_sentence` rows.
+        `initial_state` holds B * `rows_per_sentence` rows (B in its
+        `SENTENCE_STATE` part).
 
         Returns:
             `(ids, scores)`: int32 (B, L) one hypothesis per sentence, in the
@@ -834,10 +1056,11 @@ class Greedy(Strategy):
     FLAGS: ClassVar[dict[str, str]] = {}
 
     def search(self, step_fn, initial_ids, initial_state, *, end_id, max_length,
-               max_lengths=None, pad_id=PAD_ID, state_growth=None):
+               max_lengths=None, pad_id=PAD_ID, state_growth=None, drop_finished=False):
         return greedy_search(
             step_fn, initial_ids, initial_state, end_id=end_id, max_length=max_length,
             max_lengths=max_lengths, pad_id=pad_id, state_growth=state_growth,
+            drop_finished=drop_finished,
         )
 
 
@@ -891,13 +1114,14 @@ class Beam(Strategy):
         return self.size
 
     def search(self, step_fn, initial_ids, initial_state, *, end_id, max_length,
-               max_lengths=None, pad_id=PAD_ID, state_growth=None):
+               max_lengths=None, pad_id=PAD_ID, state_growth=None, drop_finished=False):
         if self.size == 1:
             # As the Translator always did: greedy ids (a width-1 beam with a
             # length penalty may prefer a longer hypothesis), penalised scores.
             ids, logprobs = greedy_search(
                 step_fn, initial_ids, initial_state, end_id=end_id, max_length=max_length,
                 max_lengths=max_lengths, pad_id=pad_id, state_growth=state_growth,
+                drop_finished=drop_finished,
             )
             lengths = tf.reduce_sum(tf.cast(tf.not_equal(ids, pad_id), tf.int32), axis=1)  # (B,)
             return ids, logprobs / gnmt_length_penalty(lengths, self.length_penalty)
@@ -905,7 +1129,7 @@ class Beam(Strategy):
             step_fn, initial_ids, initial_state, beam_size=self.size, end_id=end_id,
             max_length=max_length, length_penalty=self.length_penalty,
             early_stopping=self.early_stopping, max_lengths=max_lengths, pad_id=pad_id,
-            state_growth=state_growth,
+            state_growth=state_growth, drop_finished=drop_finished,
         )  # (B, K, L), (B, K)
         return ids[:, 0], scores[:, 0]  # (B, L), (B,)
 
@@ -940,12 +1164,12 @@ class Sampling(Strategy):
         object.__setattr__(self, "top_p", float(self.top_p))
 
     def search(self, step_fn, initial_ids, initial_state, *, end_id, max_length,
-               max_lengths=None, pad_id=PAD_ID, state_growth=None):
+               max_lengths=None, pad_id=PAD_ID, state_growth=None, drop_finished=False):
         return sampling_search(
             step_fn, initial_ids, initial_state, temperature=self.temperature,
             top_k=self.top_k, top_p=self.top_p, seed=self.seed, end_id=end_id,
             max_length=max_length, max_lengths=max_lengths, pad_id=pad_id,
-            state_growth=state_growth,
+            state_growth=state_growth, drop_finished=drop_finished,
         )
 
 
@@ -1118,7 +1342,8 @@ def search_in_graph(
         cache_segments: step counts at which the self-attention cache grows
             (see `CACHE_SEGMENTS`); () allocates the whole cache at once.
         growing_cache: a cache that grows every step (`GrowingCache`) instead
-            of fixed-size segments: faster without XLA, not compilable with it.
+            of fixed-size segments, and finished sentences dropped from the
+            batch (`drop_finished`): faster without XLA, not compilable with it.
         (the rest as in `decode`.)
 
     Returns:
@@ -1145,7 +1370,7 @@ def search_in_graph(
     )
     return strategy.search(
         step_fn, start_ids, state, end_id=end_id, max_length=max_length,
-        max_lengths=max_lengths, state_growth=growth,
+        max_lengths=max_lengths, state_growth=growth, drop_finished=growing_cache,
     )
 
 

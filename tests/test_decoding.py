@@ -91,6 +91,13 @@ def naive_greedy(model, encoder_tokens, end_id, max_length):
     return generated
 
 
+def graph_search(model, sources, jit_compile=False, **options):
+    """`search_in_graph` in a `tf.function` of its own: (ids, scores)."""
+    return tf.function(
+        lambda tokens: search_in_graph(model, tokens, **options), jit_compile=jit_compile
+    )(tf.constant(sources))
+
+
 def hypothesis_length(ids):
     """Generated tokens of one row, END included: its non-PAD ids."""
     return int(np.count_nonzero(ids))
@@ -731,13 +738,8 @@ def test_cache_grown_in_segments_gives_the_same_search(model, sources, ends, str
     options = dict(strategy=strategy, start_id=START, end_id=ends["absent"],
                    max_length=MAX_LENGTH)
 
-    def search(segments):
-        return tf.function(
-            lambda tokens: search_in_graph(model, tokens, cache_segments=segments, **options),
-            jit_compile=jit_compile,
-        )(tf.constant(sources))
-
-    whole, grown = search(()), search((2, 5))
+    whole, grown = (graph_search(model, sources, jit_compile=jit_compile, cache_segments=segments,
+                                 **options) for segments in ((), (2, 5)))
     np.testing.assert_array_equal(np.asarray(grown[0]), np.asarray(whole[0]))
     np.testing.assert_allclose(np.asarray(grown[1]), np.asarray(whole[1]), atol=1e-6)
     if strategy == Greedy():
@@ -753,12 +755,8 @@ def test_growing_cache_gives_the_same_search_as_the_fixed_cache(model, sources, 
     options = dict(strategy=strategy, start_id=START, end_id=ends["absent"],
                    max_length=MAX_LENGTH)
 
-    def search(growing_cache):
-        return tf.function(
-            lambda tokens: search_in_graph(model, tokens, growing_cache=growing_cache, **options)
-        )(tf.constant(sources))
-
-    fixed, growing = search(False), search(True)
+    fixed, growing = (graph_search(model, sources, growing_cache=growing, **options)
+                      for growing in (False, True))
     np.testing.assert_array_equal(np.asarray(growing[0]), np.asarray(fixed[0]))
     np.testing.assert_allclose(np.asarray(growing[1]), np.asarray(fixed[1]), atol=1e-5)
     if not isinstance(strategy, Sampling):  # a draw may pick the END the argmax never does
@@ -792,3 +790,120 @@ def test_segmented_loop_rejects_unordered_boundaries(model, sources, ends):
     with pytest.raises(ValueError, match=r"`state_growth` boundaries must be increasing"):
         search_in_graph(model, tf.constant(sources), strategy=Greedy(), start_id=START,
                         end_id=ends["absent"], max_length=MAX_LENGTH, cache_segments=(5, 2))
+
+
+# --------------------------------------------------------------------------
+# Dropping finished sentences from the batch (the searches without XLA).
+# --------------------------------------------------------------------------
+
+
+def favourite_step_fn(rows_seen):
+    """A `step_fn` that strongly prefers each row's own token, state {"favourite": (N,)} per row.
+
+    It records how many rows it was fed (the eager searches call it once a
+    step). A row matched with another row's state emits that row's token.
+    """
+
+    def step_fn(ids, state):
+        rows_seen.append(int(tf.shape(ids)[0]))
+        return 4.0 * tf.one_hot(state["favourite"], VOCABULARY), state  # (N, V)
+
+    return step_fn
+
+
+# Three sentences; the middle one stops after one step, so the last one's
+# rows move down in the batch for the four steps after.
+FAVOURITES, LIMITS = [C, D, E], [5, 1, 5]
+EXPECTED = [[C] * 5, padded(D, length=5), [E] * 5]
+
+
+def test_greedy_drops_finished_rows_and_gives_the_same_ids():
+    results = {}
+    for drop_finished in (False, True):
+        rows_seen = []
+        ids, scores = greedy_search(
+            favourite_step_fn(rows_seen), tf.fill([3], START),
+            {"favourite": tf.constant(FAVOURITES)}, end_id=END, max_length=5,
+            max_lengths=LIMITS, drop_finished=drop_finished,
+        )
+        results[drop_finished] = (np.asarray(ids), np.asarray(scores), rows_seen)
+    np.testing.assert_array_equal(results[True][0], EXPECTED)
+    np.testing.assert_array_equal(results[False][0], EXPECTED)
+    np.testing.assert_array_equal(results[True][1], results[False][1])
+    assert results[False][2] == [3, 3, 3, 3, 3]
+    assert results[True][2] == [3, 2, 2, 2, 2]
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_beam_drops_stopped_sentences_and_gives_the_same_hypotheses(early_stopping):
+    results = {}
+    for drop_finished in (False, True):
+        rows_seen = []
+        ids, scores = beam_search(
+            favourite_step_fn(rows_seen), tf.fill([3], START),
+            {"favourite": tf.repeat(tf.constant(FAVOURITES), 2)}, beam_size=2, end_id=END,
+            max_length=5, max_lengths=LIMITS, early_stopping=early_stopping,
+            drop_finished=drop_finished,
+        )
+        results[drop_finished] = (np.asarray(ids), np.asarray(scores), rows_seen)
+    np.testing.assert_array_equal(results[True][0][:, 0], EXPECTED)
+    np.testing.assert_array_equal(results[True][0], results[False][0])
+    np.testing.assert_array_equal(results[True][1], results[False][1])
+    assert results[False][2] == [6, 6, 6, 6, 6]
+    assert results[True][2] == [6, 4, 4, 4, 4]
+
+
+def test_beam_gathers_the_per_sentence_state_when_it_drops_sentences():
+    # Each sentence's favourite token is in the per-sentence state (B,), shared
+    # by its K rows. Sentence 0 stops first; if the survivors' rows were not
+    # matched with their own entry, sentence 1 would be fed sentence 0's.
+    favourites = tf.constant([C, D], tf.int32)  # (B,)
+
+    def step_fn(ids, state):
+        favourite = state[decoding.SENTENCE_STATE]["favourite"]  # (b,)
+        rows_per_sentence = tf.shape(ids)[0] // tf.shape(favourite)[0]
+        logits = 4.0 * tf.one_hot(tf.repeat(favourite, rows_per_sentence), VOCABULARY)
+        return logits, state  # (b*K, V)
+
+    state = {decoding.SENTENCE_STATE: {"favourite": favourites}, "rows": tf.zeros([4])}
+    ids, _ = beam_search(
+        step_fn, tf.constant([START, START], tf.int32), state, beam_size=2, end_id=END,
+        max_length=5, max_lengths=[1, 5], drop_finished=True,
+    )
+    np.testing.assert_array_equal(np.asarray(ids)[:, 0], [padded(C, length=5), [D] * 5])
+
+
+@pytest.mark.parametrize(
+    "strategy", [Greedy(), Beam(size=3), Beam(size=3, early_stopping=False), Sampling(seed=7)],
+    ids=str,
+)
+def test_model_search_without_xla_drops_sentences_and_gives_the_same_ids(model, sources, ends,
+                                                                           strategy):
+    # An emitted END and per-sentence limits, so sentences stop at different
+    # steps: the search without XLA (growing cache, dropping) against the
+    # fixed cache that keeps every sentence to the end.
+    options = dict(strategy=strategy, start_id=START, end_id=ends["emitted"],
+                   max_length=MAX_LENGTH, max_length_ratio=1.0, max_length_offset=1)
+
+    kept, dropped = (graph_search(model, sources, growing_cache=growing, **options)
+                     for growing in (False, True))
+    np.testing.assert_array_equal(np.asarray(dropped[0]), np.asarray(kept[0]))
+    np.testing.assert_allclose(np.asarray(dropped[1]), np.asarray(kept[1]), atol=1e-5)
+    lengths = {hypothesis_length(row) for row in np.asarray(dropped[0])}
+    assert len(lengths) > 1, lengths  # sentences stopped at different steps
+
+
+def test_search_in_graph_drops_finished_sentences_without_xla_only(model, sources, ends,
+                                                                    monkeypatch):
+    seen = []
+    search = decoding.beam_search
+
+    def recording(*args, drop_finished, **kwargs):
+        seen.append(drop_finished)
+        return search(*args, drop_finished=drop_finished, **kwargs)
+
+    monkeypatch.setattr(decoding, "beam_search", recording)
+    for growing_cache in (False, True):
+        graph_search(model, sources, growing_cache=growing_cache, strategy=Beam(size=2),
+                     start_id=START, end_id=ends["emitted"], max_length=MAX_LENGTH)
+    assert seen == [False, True]
