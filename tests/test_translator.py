@@ -77,7 +77,7 @@ def test_length_sorted_batches_return_translations_in_input_order(translator, ti
 
 @pytest.mark.slow
 def test_xla_compiles_a_bounded_set_of_shapes_over_many_lengths(tiny_run):
-    translator = Translator.from_run_dir(tiny_run, strategy=Beam(2))
+    translator = Translator.from_run_dir(tiny_run, strategy=Beam(2), jit_compile=True)
     words = ["the", "dog", "sees", "a", "cat", "and", "the", "small", "bird", "runs"]
     # Every source length from 1 to 36 words, in requests of 1 to 7 sentences.
     sentences = [" ".join(words[i % len(words)] for i in range(n)) for n in range(1, 37)]
@@ -121,10 +121,19 @@ def test_default_batch_size_is_small_for_beam_search_under_xla(tiny_run):
     # decodes in batches of 8 sentences unless told otherwise.
     sentences = [f"the dog sees {n} cats" for n in range(20)]
     for jit_compile, strategy, expected in [
-        (True, Beam(2), 8), (True, Greedy(), 64), (False, Beam(2), 64),
+        (True, Beam(2), 8), (True, Greedy(), 64), (False, Beam(2), 64), (None, Beam(2), 64),
     ]:
         translator = Translator.from_run_dir(tiny_run, strategy=strategy, jit_compile=jit_compile)
         assert translator.default_batch_size(strategy) == expected
         translator.translate(sentences)
         largest = max(rows for _, rows, _ in translator.search_shapes)
         assert largest == 8 if expected == 8 else largest >= len(sentences)
+
+
+def test_by_default_beam_search_runs_without_xla_and_greedy_with(tiny_run):
+    translator = Translator.from_run_dir(tiny_run)
+    assert translator.uses_xla(Greedy()) and not translator.uses_xla(Beam(2))
+    assert Translator.from_run_dir(tiny_run, jit_compile=True).uses_xla(Beam(2))
+    assert not Translator.from_run_dir(tiny_run, jit_compile=False).uses_xla(Greedy())
+    with pytest.raises(ValueError, match=r"`jit_compile` must be True, False or None"):
+        Translator.from_run_dir(tiny_run, jit_compile="yes")
