@@ -121,7 +121,7 @@ def test_default_batch_size_is_small_for_beam_search_under_xla(tiny_run):
     # decodes in batches of 8 sentences unless told otherwise.
     sentences = [f"the dog sees {n} cats" for n in range(20)]
     for jit_compile, strategy, expected in [
-        (True, Beam(2), 8), (True, Greedy(), 64), (False, Beam(2), 64), (None, Beam(2), 64),
+        (True, Beam(2), 8), (True, Greedy(), 64), (False, Beam(2), 512), (None, Beam(2), 512),
     ]:
         translator = Translator.from_run_dir(tiny_run, strategy=strategy, jit_compile=jit_compile)
         assert translator.default_batch_size(strategy) == expected
