@@ -34,12 +34,7 @@ import tempfile
 import time
 
 from bench import fairseq_log, multi30k_data, train_metrics
-from bench.multi30k_train import (
-    DEFAULT_CONFIG,
-    DEFAULT_WARMUP_EPOCHS,
-    DEFAULT_WINDOW_STEPS,
-    DEFAULT_WINDOWS,
-)
+from bench.multi30k_train import add_protocol_arguments, check_protocol_arguments
 
 # Issue 17's fairseq recipe, except the architecture (from the config) and
 # the batch (--max-tokens from the config's batch_tokens).
@@ -270,25 +265,16 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--venv", required=True,
                         help="virtual environment with fairseq-fixed (bench/README.md)")
-    parser.add_argument("--data-dir", required=True,
-                        help=f"Multi30k folder with {', '.join(multi30k_data.REQUIRED_FILES)}")
-    parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--log", default=None,
                         help="fairseq-train's log (default: --out with .fairseq.log)")
-    parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help="keras_s2s config whose model, pieces and batch size to copy")
-    parser.add_argument("--peak-gflops", type=float, default=None,
-                        help="fp32 matmul peak for MFU (default: none, MFU not computed)")
-    parser.add_argument("--warmup-epochs", type=int, default=DEFAULT_WARMUP_EPOCHS,
-                        help="untimed epochs first (default %(default)s)")
-    parser.add_argument("--windows", type=int, default=DEFAULT_WINDOWS,
-                        help="timed windows after the warm-up (default %(default)s)")
-    parser.add_argument("--window-steps", type=int, default=DEFAULT_WINDOW_STEPS,
-                        help="updates per timed window = --log-interval (default %(default)s)")
+    add_protocol_arguments(parser,
+                           config_help="keras_s2s config whose model, pieces and batch size to copy",
+                           window_steps_help="updates per timed window = --log-interval")
     parser.add_argument("--update-freq", type=int, default=1,
                         help="fairseq's --update-freq (default %(default)s, as the committed "
                              "config's accumulation_steps)")
     args = parser.parse_args(argv)
+    check_protocol_arguments(parser, args)
     for problem in (multi30k_data.skip_reason(args.data_dir),
                     multi30k_data.fairseq_venv_problem(args.venv)):
         if problem:

@@ -189,13 +189,13 @@ def run(args) -> dict:
     return result
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_protocol_arguments(parser: argparse.ArgumentParser, config_help: str,
+                           window_steps_help: str) -> None:
+    """The flags both sides of the benchmark share: data, output, config and the timing protocol."""
     parser.add_argument("--data-dir", required=True,
                         help=f"Multi30k folder with {', '.join(multi30k_data.REQUIRED_FILES)}")
     parser.add_argument("--out", required=True, help="JSON file to write")
-    parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help="training config (default: the committed Multi30k one)")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=config_help)
     parser.add_argument("--peak-gflops", type=float, default=None,
                         help="fp32 matmul peak for MFU (default: none, MFU not computed)")
     parser.add_argument("--warmup-epochs", type=int, default=DEFAULT_WARMUP_EPOCHS,
@@ -203,19 +203,31 @@ def main(argv=None) -> None:
     parser.add_argument("--windows", type=int, default=DEFAULT_WINDOWS,
                         help="timed windows after the warm-up (default %(default)s)")
     parser.add_argument("--window-steps", type=int, default=DEFAULT_WINDOW_STEPS,
-                        help="steps per timed window (default %(default)s)")
+                        help=f"{window_steps_help} (default %(default)s)")
+
+
+def check_protocol_arguments(parser: argparse.ArgumentParser, args) -> None:
+    """Exits with argparse's usage error naming the flag and value when the protocol is impossible."""
+    if args.warmup_epochs < 0:
+        parser.error(f"--warmup-epochs must be non-negative; received {args.warmup_epochs}")
+    for name in ("windows", "window_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer; "
+                         f"received {getattr(args, name)}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_protocol_arguments(parser, config_help="training config (default: the committed Multi30k one)",
+                           window_steps_help="steps per timed window")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override a setting of the config, as training.train's "
                              "--KEY VALUE (e.g. --set steps_per_epoch=20 for a smoke test)")
     args = parser.parse_args(argv)
+    check_protocol_arguments(parser, args)
     problem = multi30k_data.skip_reason(args.data_dir)
     if problem:
         raise SystemExit(f"multi30k-train: {problem}")
-    for name in ("warmup_epochs", "windows", "window_steps"):
-        if getattr(args, name) < (0 if name == "warmup_epochs" else 1):
-            raise SystemExit(f"--{name.replace('_', '-')} must be "
-                             f"{'non-negative' if name == 'warmup_epochs' else 'positive'}; "
-                             f"received {getattr(args, name)}")
     result = run(args)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2, default=str)

@@ -94,6 +94,7 @@ class TransformerParts:
                 positions=config.positions,
                 scale_embeddings=config.scale_embeddings,
                 sinusoidal_layout=config.sinusoidal_layout,
+                dropout=config.dropout,
                 name=name,
             )
 

@@ -464,3 +464,18 @@ def test_default_options_build_the_same_model_as_before(rng):
     assert block.activation == "relu"
     embedding = TransformerParts.from_model(model).source_embedding
     assert embedding.scale == np.sqrt(16) and embedding.sinusoidal_layout == "interleaved"
+
+
+@pytest.mark.parametrize("tie", ["none", "all"])
+def test_the_model_drops_out_its_embeddings_in_training_only(tie, rng):
+    # ModelConfig.dropout is documented as "on embeddings and every residual
+    # branch"; the embeddings once had none, and the Multi30k recipe overfitted.
+    model = make_tied_model(tie, dropout=0.5, hidden_dim=64, num_heads=2)
+    parts = TransformerParts.from_model(model)
+    tokens = batch(rng)["encoder_tokens"][:, :3]  # (2, 3), real tokens only
+    for embedding in (parts.source_embedding, parts.target_embedding):
+        assert embedding.dropout == 0.5
+        kept = np.asarray(embedding(tokens))  # (2, 3, 64)
+        dropped = np.asarray(embedding(tokens, training=True))
+        assert not (kept == 0).any()
+        assert 0.3 < (dropped == 0).mean() < 0.7  # 384 draws at rate 0.5

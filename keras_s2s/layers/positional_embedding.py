@@ -1,4 +1,4 @@
-"""Token embedding (scaled by sqrt(D) by default) plus sinusoidal or learned positions.
+"""Token embedding (scaled by sqrt(D) by default) plus sinusoidal or learned positions, then dropout.
 
 Shape legend: B batch, L sequence length, D hidden_dim, V vocabulary.
 """
@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_s2s.checks import check_bool, check_choice
+from keras_s2s.checks import check_bool, check_choice, check_number_in
 from keras_s2s.config import POSITION_KINDS, SINUSOIDAL_LAYOUTS
 from keras_s2s.layers import masks
 
@@ -54,6 +54,9 @@ class PositionalEmbedding(keras.layers.Layer):
             them as they are.
         sinusoidal_layout: column order of the sinusoidal table,
             "interleaved" or "halves" (see `sinusoidal_table`).
+        dropout: dropout rate on the sum of tokens and positions, in
+            training only (fairseq, Marian and the Transformer paper drop
+            there as well as on every residual branch).
 
     Call arguments:
         inputs: int tensor (B, L) of token ids.
@@ -81,12 +84,14 @@ class PositionalEmbedding(keras.layers.Layer):
         positions="sinusoidal",
         scale_embeddings=True,
         sinusoidal_layout="interleaved",
+        dropout=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_choice("positions", positions, POSITION_KINDS)
         check_choice("sinusoidal_layout", sinusoidal_layout, SINUSOIDAL_LAYOUTS)
         check_bool("scale_embeddings", scale_embeddings)
+        check_number_in("dropout", dropout, "[0, 1)")
         self.vocabulary_size = vocabulary_size
         self.hidden_dim = hidden_dim
         self.max_length = max_length
@@ -103,6 +108,10 @@ class PositionalEmbedding(keras.layers.Layer):
             name="token_embedding",
         )
         self.scale = math.sqrt(hidden_dim) if scale_embeddings else 1.0
+        self.dropout = dropout
+        # The layer's own policy, as in Residual: a float32 dropout would cast
+        # a bfloat16 stream back to float32.
+        self.dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy, name="dropout")
 
     def build(self, input_shape):
         self.token_embedding.build(input_shape)
@@ -157,7 +166,7 @@ class PositionalEmbedding(keras.layers.Layer):
             positions = ops.slice(
                 table, (start_index, 0), (length, self.hidden_dim)
             )  # (L, D)
-        return tokens + ops.cast(positions, tokens.dtype)[None, :, :]
+        return self.dropout_layer(tokens + ops.cast(positions, tokens.dtype)[None, :, :])
 
     def _check_length(self, length, start_index):
         message = (
@@ -197,6 +206,7 @@ class PositionalEmbedding(keras.layers.Layer):
                 "positions": self.positions,
                 "scale_embeddings": self.scale_embeddings,
                 "sinusoidal_layout": self.sinusoidal_layout,
+                "dropout": self.dropout,
             }
         )
         return config

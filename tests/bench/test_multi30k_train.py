@@ -110,6 +110,25 @@ def test_window_arguments_must_be_positive(flag, capsys):
     assert f"{flag} must be a positive integer; received 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("main", ["multi30k_train", "fairseq_train"])
+@pytest.mark.parametrize("flag, value, message", [
+    ("--windows", "0", "--windows must be a positive integer; received 0"),
+    ("--window-steps", "-3", "--window-steps must be a positive integer; received -3"),
+    ("--warmup-epochs", "-1", "--warmup-epochs must be non-negative; received -1"),
+])
+def test_both_sides_reject_an_impossible_protocol_before_reading_data(main, flag, value, message,
+                                                                      tmp_path, capsys):
+    from bench import multi30k_train
+
+    module = {"multi30k_train": multi30k_train, "fairseq_train": fairseq_train}[main]
+    venv = ["--venv", str(tmp_path)] if main == "fairseq_train" else []
+    with pytest.raises(SystemExit) as exit_info:
+        module.main([*venv, "--data-dir", str(tmp_path / "absent"), "--out",
+                     str(tmp_path / "out.json"), flag, value])
+    assert exit_info.value.code == 2  # argparse's usage error, not a skip
+    assert message in capsys.readouterr().err
+
+
 # -- FLOPs ------------------------------------------------------------------------------
 
 

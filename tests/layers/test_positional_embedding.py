@@ -95,7 +95,7 @@ def test_a_config_without_the_new_options_keeps_the_old_behaviour():
     layer = PositionalEmbedding(20, 8, max_length=6)
     layer(TOKENS)
     config = layer.get_config()
-    del config["scale_embeddings"], config["sinusoidal_layout"]
+    del config["scale_embeddings"], config["sinusoidal_layout"], config["dropout"]
     old = PositionalEmbedding.from_config(config)
     old(TOKENS)
     old.set_weights(layer.get_weights())
@@ -114,3 +114,20 @@ def test_bad_layout_and_scale_are_named():
         PositionalEmbedding(20, 8, max_length=3, scale_embeddings=1.5)
     with pytest.raises(ValueError, match=r"`layout` must be one of"):
         sinusoidal_table(3, 8, "split")
+
+
+def test_dropout_drops_the_sum_of_tokens_and_positions_in_training_only():
+    layer = PositionalEmbedding(20, 64, max_length=6, dropout=0.5)
+    kept = np.asarray(layer(TOKENS))  # (B, L, D), no training: nothing dropped
+    expected = np.asarray(layer.embeddings)[TOKENS] * 8.0 + sinusoidal_table(6, 64)[:4]
+    np.testing.assert_allclose(kept, expected, rtol=1e-6, atol=1e-6)
+    dropped = np.asarray(layer(TOKENS, training=True))
+    zeroed = dropped == 0
+    assert 0.35 < zeroed.mean() < 0.65  # 512 draws at rate 0.5
+    # Survivors are scaled by 1 / (1 - rate).
+    np.testing.assert_allclose(dropped[~zeroed], 2 * kept[~zeroed], rtol=1e-5, atol=1e-5)
+
+
+def test_a_bad_dropout_rate_is_named():
+    with pytest.raises(ValueError, match=r"`dropout` must be a number in \[0, 1\); received dropout=1.0"):
+        PositionalEmbedding(20, 8, max_length=3, dropout=1.0)
