@@ -139,6 +139,9 @@ def test_xla_profile_of_a_real_greedy_search_names_the_output_projection():
         parts = line.split()
         if len(parts) == 2 and parts[0].endswith("%"):
             shares[parts[1]] = float(parts[0][:-1])
-    # The (64 x 256) x (256 x 8000) logits matmul is the largest single op of a step.
-    assert max(shares, key=shares.get) == "logits/Tensordot/MatMul", out.stdout
+    # The (64 x 256) x (256 x 8000) logits matmul is among the heaviest ops of a
+    # step. Shares of measured time, so not its exact rank: with other work on
+    # the 2 cores a feed-forward matmul once came first (10.5% against 8.3%).
+    heaviest = sorted(shares, key=shares.get, reverse=True)[:3]
+    assert "logits/Tensordot/MatMul" in heaviest, out.stdout
     assert 5.0 <= shares["logits/Tensordot/MatMul"] < 100.0, out.stdout
