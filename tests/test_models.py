@@ -115,6 +115,28 @@ def _compiled(model):
     return model
 
 
+def assert_fit_lowers_the_loss(model, inputs, epochs=1):
+    """Compiles `model`, fits it on `inputs` (every real target token labelled 7) and checks the loss fell."""
+    model = _compiled(model)
+    labels = np.where(inputs["decoder_tokens"] != 0, 7, 0)
+    before = model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"]
+    model.fit(inputs, labels, epochs=epochs, verbose=0)
+    assert model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"] < before
+    return model
+
+
+def reload_with_identical_logits(model, inputs, tmp_path):
+    """Saves `model` as .keras, reloads it and checks the logits on `inputs` are identical.
+
+    KNOWN_TRAPS 6: a reload is checked on outputs, not on "it loaded".
+    """
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(logits(reloaded, inputs), logits(model, inputs))
+    return reloaded
+
+
 def test_compiled_loss_and_accuracy_are_masked_once(rng):
     # KNOWN_TRAPS 3 and 5: the logits' mask weights the loss; padded rows count nowhere.
     model = _compiled(make_model())
@@ -131,24 +153,12 @@ def test_compiled_loss_and_accuracy_are_masked_once(rng):
 
 
 def test_one_fit_step_lowers_the_loss(rng):
-    model = _compiled(make_model())
-    inputs = batch(rng)
-    labels = np.where(inputs["decoder_tokens"] != 0, 7, 0)
-    before = model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"]
-    model.fit(inputs, labels, epochs=1, verbose=0)
-    after = model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"]
-    assert after < before
+    assert_fit_lowers_the_loss(make_model(), batch(rng))
 
 
 @pytest.mark.parametrize("overrides", [{}, dict(positions="learned", norm_position="post")])
 def test_keras_save_load_gives_identical_logits(overrides, rng, tmp_path):
-    # KNOWN_TRAPS 6: reload is checked on outputs, not on "it loaded".
-    model = make_model(**overrides)
-    inputs = batch(rng)
-    path = os.path.join(tmp_path, "model.keras")
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    np.testing.assert_array_equal(logits(reloaded, inputs), logits(model, inputs))
+    reloaded = reload_with_identical_logits(make_model(**overrides), batch(rng), tmp_path)
     assert TransformerParts.from_model(reloaded).decoder_layers
 
 
@@ -243,15 +253,8 @@ def test_tied_models_keep_the_masking_invariances(tie, depth, rng):
 def test_tied_models_save_load_and_train(tie, rng, tmp_path):
     model = make_tied_model(tie)
     inputs = batch(rng)
-    path = os.path.join(tmp_path, "model.keras")
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    np.testing.assert_array_equal(logits(reloaded, inputs), logits(model, inputs))
-    model = _compiled(model)
-    labels = np.where(inputs["decoder_tokens"] != 0, 7, 0)
-    before = model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"]
-    model.fit(inputs, labels, epochs=1, verbose=0)
-    assert model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"] < before
+    reload_with_identical_logits(model, inputs, tmp_path)
+    assert_fit_lowers_the_loss(model, inputs)
 
 
 def test_tie_all_needs_one_vocabulary():
@@ -314,12 +317,7 @@ def test_mixed_bfloat16_model_is_close_to_float32_and_masked(tie, rng, mixed_bfl
 
 
 def test_mixed_bfloat16_model_trains(rng, mixed_bfloat16):
-    model = _compiled(make_model())
-    inputs = batch(rng)
-    labels = np.where(inputs["decoder_tokens"] != 0, 7, 0)
-    before = model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"]
-    model.fit(inputs, labels, epochs=3, verbose=0)
-    assert model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"] < before
+    model = assert_fit_lowers_the_loss(make_model(), batch(rng), epochs=3)
     assert all(w.dtype == "float32" for w in model.trainable_weights)
 
 
@@ -426,10 +424,7 @@ def test_final_logits_bias_is_added_to_the_tied_logits(rng):
 def test_architecture_options_save_load_train_and_decode(overrides, rng, tmp_path):
     model = make_model(**overrides)
     inputs = batch(rng)
-    path = os.path.join(tmp_path, "model.keras")
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    np.testing.assert_array_equal(logits(reloaded, inputs), logits(model, inputs))
+    reloaded = reload_with_identical_logits(model, inputs, tmp_path)
     parts = TransformerParts.from_model(reloaded)
     # Cached step-by-step decoding equals the teacher-forced pass.
     encoder_tokens = inputs["encoder_tokens"][:1]
@@ -445,11 +440,7 @@ def test_architecture_options_save_load_train_and_decode(overrides, rng, tmp_pat
         steps.append(np.asarray(step_logits)[:, 0])
     whole = logits(reloaded, {"encoder_tokens": encoder_tokens, "decoder_tokens": decoder_tokens})
     np.testing.assert_allclose(np.stack(steps, axis=1), whole, atol=1e-4)
-    model = _compiled(model)
-    labels = np.where(inputs["decoder_tokens"] != 0, 7, 0)
-    before = model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"]
-    model.fit(inputs, labels, epochs=1, verbose=0)
-    assert model.evaluate(inputs, labels, verbose=0, return_dict=True)["loss"] < before
+    assert_fit_lowers_the_loss(model, inputs)
 
 
 def test_default_options_build_the_same_model_as_before(rng):

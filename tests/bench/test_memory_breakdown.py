@@ -1,0 +1,49 @@
+"""bench.memory_breakdown: the resident split of a smaps file, and the records of a tiny run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench import memory_breakdown
+from tests.helpers import REPO_ROOT, train_command
+
+SMAPS = """\
+55d0c0000000-55d0c4000000 rw-p 00000000 00:00 0                          [heap]
+Size:              65536 kB
+Rss:                2048 kB
+7f0000000000-7f0000100000 r-xp 00000000 08:01 1234                       /usr/lib/libtensorflow_cc.so.2
+Rss:                1024 kB
+7f0000200000-7f0000300000 rw-p 00000000 00:00 0
+Rss:                3072 kB
+7f0000400000-7f0000500000 rw-p 00000000 00:00 0                          [anon:glibc]
+Rss:                1024 kB
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+Rss:                 512 kB
+"""
+
+
+def test_resident_split_sorts_mappings_by_kind(tmp_path):
+    path = tmp_path / "smaps"
+    path.write_text(SMAPS)
+    split = memory_breakdown.resident_split(str(path))
+    assert split == {"heap": 2.0, "file": 1.0, "anon": 4.5}  # [anon:...] and [stack] are anon
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_a_tiny_run_reports_each_point_with_the_split_adding_up(tmp_path):
+    command = train_command(tmp_path / "run", epochs=1)
+    command[1:3] = ["-m", "bench.memory_breakdown"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-4000:]
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    points = [record["at"] for record in records]
+    assert points[:4] == ["start", "fit_start", "step1", "step2"]
+    assert points[-2:] == ["epoch1_end", "end"]
+    for record in records:
+        assert abs(record["rss"] - (record["file"] + record["heap"] + record["anon"])) <= 2
+        assert record["malloc_arena"] > 0 and record["py_blocks"] > 0
+    assert records[-1]["rss"] > records[0]["rss"]  # TensorFlow's runtime and the model
