@@ -41,17 +41,9 @@ class MaskedCrossEntropy(keras.losses.Loss):
 
     def call(self, labels, logits):
         """Per-token loss (B, T)."""
-        logits = ops.cast(logits, "float32")  # (B, T, V)
-        # The fused op: a gather of log-probabilities and its gradient cost
-        # more than the whole softmax here (bench profile).
-        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=ops.cast(labels, "int32"), logits=logits
-        )  # (B, T)
-        if not self.label_smoothing:
-            return nll
-        # -mean(log_softmax) without materialising log_softmax.
-        uniform = ops.logsumexp(logits, axis=-1) - ops.mean(logits, axis=-1)  # (B, T)
-        return (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform
+        return smoothed_cross_entropy(
+            ops.cast(labels, "int32"), ops.cast(logits, "float32"), self.label_smoothing
+        )
 
     def __call__(self, labels, logits, sample_weight=None):
         mask = getattr(logits, "_keras_mask", None)
@@ -72,6 +64,60 @@ class MaskedCrossEntropy(keras.losses.Loss):
         return config
 
 
+def smoothed_cross_entropy(labels, logits, label_smoothing):
+    """Label-smoothed cross-entropy per token, holding one (B, T, V) buffer for its gradient.
+
+    Autodiff of the textbook formula keeps about five float32 tensors of the
+    logits' size alive in the train step (the fused op's backprop,
+    logsumexp's exponentials, the broadcast gradients of the mean and of the
+    sum): 131 MB each at 4096 tokens and V=8000, the largest tensors of a
+    small model's step, and the allocator's pool keeps its high-water mark
+    for the whole run (docs/traps.md, trap 16). Here the fused op's own
+    backprop, `softmax - onehot`, is the only one: the gradient of the
+    smoothed loss, `softmax - (1 - eps) onehot - eps / V`, is built from it in
+    place in the backward pass.
+
+    Args:
+        labels: int32 (B, T), every id < V (the fused op checks).
+        logits: float32 (B, T, V).
+        label_smoothing: eps, a Python float in [0, 1).
+
+    Returns:
+        float32 (B, T): `(1 - eps) * nll + eps * (logsumexp - mean(logits))`.
+    """
+    epsilon = float(label_smoothing)
+
+    @tf.custom_gradient
+    def loss_and_gradient(logits):
+        shape = tf.shape(logits)
+        vocabulary = shape[-1]
+        flat_logits = tf.reshape(logits, [-1, vocabulary])  # (N, V), N = B*T
+        flat_labels = tf.reshape(labels, [-1])  # (N,)
+        nll, backprop = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
+            features=flat_logits, labels=flat_labels
+        )  # (N,), (N, V) = softmax - onehot
+        loss = nll
+        if epsilon:
+            # logsumexp - mean(logits) = nll + logit of the label - mean(logits).
+            label_logits = tf.gather(flat_logits, flat_labels[:, None], batch_dims=1)[:, 0]
+            uniform = nll + label_logits - tf.reduce_mean(flat_logits, axis=-1)  # (N,)
+            loss = (1.0 - epsilon) * nll + epsilon * uniform
+
+        def gradient(upstream):  # (B, T) -> (B, T, V)
+            weight = tf.reshape(upstream, [-1, 1])  # (N, 1)
+            # Each op below may reuse its input's buffer: one (N, V) buffer throughout.
+            grad = backprop * weight
+            if epsilon:
+                grad = grad - weight * (epsilon / tf.cast(vocabulary, grad.dtype))
+                positions = tf.stack([tf.range(tf.shape(flat_labels)[0]), flat_labels], axis=1)
+                grad = tf.tensor_scatter_nd_add(grad, positions, epsilon * weight[:, 0])
+            return tf.reshape(grad, shape)
+
+        return tf.reshape(loss, shape[:-1]), gradient
+
+    return loss_and_gradient(logits)
+
+
 def _global_sum(value):
     """Sum over all replicas when called inside a multi-replica step."""
     context = tf.distribute.get_replica_context()
@@ -80,6 +126,29 @@ def _global_sum(value):
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
-def masked_accuracy():
+def token_accuracy(labels, logits):
+    """1.0 where the logits' argmax is the label, else 0.0: (B, T, V) -> (B, T).
+
+    `tf.argmax` directly: Keras's `ops.argmax` (3.15) first replaces -0.0 by
+    the smallest negative float, three more (B, T, V) tensors (300 MB at
+    4096 tokens and V=8000) that the train step's metric would hold.
+    """
+    predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)  # (B, T)
+    return ops.cast(ops.equal(ops.cast(labels, "int32"), predicted), "float32")
+
+
+@keras.saving.register_keras_serializable(package="keras_s2s")
+class TokenAccuracy(keras.metrics.MeanMetricWrapper):
     """Token accuracy; the logits' mask makes Keras weight it by real tokens."""
-    return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    def __init__(self, name="accuracy", dtype=None):
+        super().__init__(fn=token_accuracy, name=name, dtype=dtype)
+        self._direction = "up"
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+def masked_accuracy():
+    """The accuracy metric `compile_model` and `evaluate` compile with."""
+    return TokenAccuracy(name="accuracy")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_s2s.losses import MaskedCrossEntropy
+from keras_s2s.losses import MaskedCrossEntropy, TokenAccuracy, masked_accuracy
 
 
 def _reference(labels, logits, smoothing):
@@ -52,3 +52,94 @@ def test_config_round_trip():
     loss = MaskedCrossEntropy(label_smoothing=0.2)
     clone = keras.losses.deserialize(keras.losses.serialize(loss))
     assert clone.label_smoothing == 0.2
+
+
+def _textbook_loss(labels, logits, smoothing):
+    """The formula written out, for TensorFlow's autodiff to differentiate."""
+    log_probs = tf.nn.log_softmax(logits)
+    nll = -tf.gather(log_probs, labels[..., None], batch_dims=2)[..., 0]
+    per_token = (1 - smoothing) * nll - smoothing * tf.reduce_mean(log_probs, -1)
+    weights = tf.cast(labels != 0, "float32")
+    return tf.reduce_sum(per_token * weights) / tf.reduce_sum(weights)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_hand_written_gradient_equals_autodiff_of_the_formula(smoothing, rng):
+    logits = tf.constant(3 * rng.normal(size=(3, 4, 11)).astype("float32"))
+    labels = tf.constant([[1, 2, 0, 0], [3, 0, 0, 0], [4, 5, 10, 1]])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        ours = MaskedCrossEntropy(label_smoothing=smoothing)(labels, logits)
+        textbook = _textbook_loss(labels, logits, smoothing)
+    np.testing.assert_allclose(float(ours), float(textbook), rtol=1e-5)
+    gradient = tape.gradient(ours, logits).numpy()
+    np.testing.assert_allclose(gradient, tape.gradient(textbook, logits).numpy(), atol=1e-7)
+    assert not gradient[0, 2:].any()  # padding gets no gradient
+
+
+def test_gradient_under_xla(rng):
+    logits = tf.constant(rng.normal(size=(2, 3, 7)).astype("float32"))
+    labels = tf.constant([[1, 2, 0], [3, 6, 5]])
+
+    @tf.function(jit_compile=True)
+    def gradient(logits):
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            loss = MaskedCrossEntropy(label_smoothing=0.1)(labels, logits)
+        return tape.gradient(loss, logits)
+
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        textbook = _textbook_loss(labels, logits, 0.1)
+    np.testing.assert_allclose(gradient(logits), tape.gradient(textbook, logits), atol=1e-7)
+
+
+def test_token_accuracy_is_the_masked_share_of_argmax_hits():
+    logits = np.zeros((2, 3, 4), "float32")
+    logits[0, 0, 1] = logits[0, 1, 3] = logits[1, 0, 2] = logits[1, 2, 1] = 1.0
+    logits[0, 2, 0] = -0.0  # argmax of all zeros is id 0 either way
+    labels = np.array([[1, 2, 0], [2, 3, 1]])  # hits: (0,0), (1,0), (1,2); (0,2) is padding
+    logits = tf.constant(logits)
+    logits._keras_mask = tf.constant(labels != 0)
+    metric = masked_accuracy()
+    metric.update_state(labels, logits)
+    assert float(metric.result()) == pytest.approx(3 / 5)
+    clone = keras.metrics.deserialize(keras.metrics.serialize(metric))
+    assert isinstance(clone, TokenAccuracy) and clone.name == "accuracy"
+
+
+def _vocabulary_sized_buffers(step, vocabulary, tokens):
+    """Peak bytes the CPU allocator's pool holds in `step`, in (tokens, vocabulary) float32 tensors."""
+    step()  # trace, and let the pool grow once
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    step()
+    peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+    return (peak - before) / (4 * tokens * vocabulary)
+
+
+def test_the_train_steps_loss_and_metric_hold_two_logits_sized_buffers(rng):
+    # Docs/traps.md, trap 16. Autodiff of the smoothed loss kept five (N, V)
+    # tensors alive, and Keras's argmax in the accuracy metric three more:
+    # the pool of the allocator keeps that high-water mark for the whole run.
+    # Here: the logits (kept for the metric) and one gradient buffer.
+    tokens, vocabulary, hidden = 1024, 4000, 16
+    states = tf.Variable(rng.normal(size=(tokens // 32, 32, hidden)).astype("float32"))
+    table = tf.Variable(0.1 * rng.normal(size=(vocabulary, hidden)).astype("float32"))
+    labels = tf.constant(rng.integers(1, vocabulary, (tokens // 32, 32)), "int32")
+    loss_fn = MaskedCrossEntropy(label_smoothing=0.1)
+    metric = masked_accuracy()
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            logits = tf.reshape(
+                tf.matmul(tf.reshape(states, [tokens, hidden]), table, transpose_b=True),
+                [tokens // 32, 32, vocabulary],
+            )
+            loss = loss_fn(labels, logits)
+        gradients = tape.gradient(loss, [states, table])
+        metric.update_state(labels, logits)
+        return [tf.reduce_sum(g) for g in gradients]
+
+    assert _vocabulary_sized_buffers(step, vocabulary, tokens) < 2.5
