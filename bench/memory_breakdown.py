@@ -12,6 +12,14 @@ epoch's end and at the end:
   `malloc_mmapped` (blocks glibc mapped on their own: large allocations, and
   TensorFlow's oneDNN allocator pool, which is reserved, not all resident),
   `malloc_in_use`, `malloc_free` (held by the arenas, not in use);
+* `pool_in_use` and `pool_peak`: the bytes TensorFlow's CPU allocator hands
+  out from the oneDNN pool above (its blocks of 256 KiB and more; the
+  smaller ones keep no count) now and at most since the previous record,
+  MiB to two decimals. The peak is reset at each record, so `step1` holds
+  the first step's high-water mark, `step5` that of steps 3-5, and an
+  epoch's end that of its last steps and its validation. From `fit_start`
+  on, where the allocator keeps these counts (oneDNN on: x86-64 Linux
+  unless `TF_ENABLE_ONEDNN_OPTS=0`); absent elsewhere;
 * `py_blocks` (`sys.getallocatedblocks`) and `gc_objects`: Python's share.
 
 Linux with glibc only. Results: bench/results/2026-12-05-multi30k-memory.md.
@@ -69,17 +77,37 @@ def malloc_info() -> dict[str, float]:
     }
 
 
-def breakdown(at: str) -> dict:
-    """One record: where this process's memory is now."""
+def tensorflow_pool() -> dict[str, float]:
+    """TensorFlow's CPU allocator: MiB in use, and the peak since the last call.
+
+    Empty when TensorFlow is not imported or its CPU allocator keeps no
+    counts (TensorFlow documents these calls as GPU/TPU-only; the oneDNN
+    allocator happens to answer them).
+    """
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return {}
+    try:
+        info = tf.config.experimental.get_memory_info("CPU:0")
+        tf.config.experimental.reset_memory_stats("CPU:0")
+    except (ValueError, tf.errors.OpError):
+        return {}
+    mib = 2.0**20
+    return {"pool_in_use": round(info["current"] / mib, 2), "pool_peak": round(info["peak"] / mib, 2)}
+
+
+def breakdown(at: str, pool: bool = True) -> dict:
+    """One record: where this process's memory is now (`pool`: with `tensorflow_pool`)."""
     split = resident_split()
     record = {"at": at, "rss": sum(split.values()), **split, **malloc_info()}
     record = {k: round(v) if isinstance(v, float) else v for k, v in record.items()}
+    record.update(tensorflow_pool() if pool else {})
     record.update(py_blocks=sys.getallocatedblocks(), gc_objects=len(gc.get_objects()))
     return record
 
 
-def report(at: str) -> None:
-    print(json.dumps(breakdown(at)), flush=True)
+def report(at: str, pool: bool = True) -> None:
+    print(json.dumps(breakdown(at, pool)), flush=True)
 
 
 def main(argv=None) -> None:
@@ -105,7 +133,7 @@ def main(argv=None) -> None:
 
     from training.train import main as train_main
 
-    report("start")
+    report("start", pool=False)  # before TensorFlow's runtime starts
     with mock.patch.object(keras.Model, "fit", fit_with_probe):
         train_main(argv)
     report("end")

@@ -41,9 +41,7 @@ class MaskedCrossEntropy(keras.losses.Loss):
 
     def call(self, labels, logits):
         """Per-token loss (B, T)."""
-        return smoothed_cross_entropy(
-            ops.cast(labels, "int32"), ops.cast(logits, "float32"), self.label_smoothing
-        )
+        return smoothed_cross_entropy(labels, ops.cast(logits, "float32"), self.label_smoothing)
 
     def __call__(self, labels, logits, sample_weight=None):
         mask = getattr(logits, "_keras_mask", None)
@@ -67,18 +65,24 @@ class MaskedCrossEntropy(keras.losses.Loss):
 def smoothed_cross_entropy(labels, logits, label_smoothing):
     """Label-smoothed cross-entropy per token, holding one (B, T, V) buffer for its gradient.
 
-    Autodiff of the textbook formula keeps about five float32 tensors of the
-    logits' size alive in the train step (the fused op's backprop,
-    logsumexp's exponentials, the broadcast gradients of the mean and of the
-    sum): 131 MB each at 4096 tokens and V=8000, the largest tensors of a
-    small model's step, and the allocator's pool keeps its high-water mark
-    for the whole run (docs/traps.md, trap 16). Here the fused op's own
+    TensorFlow's autodiff of the formula holds several float32 tensors of
+    the logits' size at once (the fused op's backprop, logsumexp's
+    exponentials, the broadcast gradients of the mean and of the sum):
+    131 MB each at 4096 tokens and V=8000, the largest tensors of a small
+    model's step, and the allocator's pool keeps its high-water mark for
+    the whole run (docs/traps.md, trap 16). Here the fused op's own
     backprop, `softmax - onehot`, is the only one: the gradient of the
-    smoothed loss, `softmax - (1 - eps) onehot - eps / V`, is built from it in
-    place in the backward pass.
+    smoothed loss, `softmax - (1 - eps) onehot - eps / V`, is built from it
+    in place in the backward pass.
+
+    `tf.custom_gradient` in a traced function registers one gradient
+    function with TensorFlow, which keeps it (and so that trace's graph)
+    for the life of the process: one per trace of a train or evaluation
+    function, not per step.
 
     Args:
-        labels: int32 (B, T), every id < V (the fused op checks).
+        labels: integer (B, T), ids in [0, V). On CPU the fused op raises
+            for an id out of range; on other devices the result is undefined.
         logits: float32 (B, T, V).
         label_smoothing: eps, a Python float in [0, 1).
 
@@ -86,6 +90,14 @@ def smoothed_cross_entropy(labels, logits, label_smoothing):
         float32 (B, T): `(1 - eps) * nll + eps * (logsumexp - mean(logits))`.
     """
     epsilon = float(label_smoothing)
+    labels = tf.cast(labels, tf.int32)
+    if labels.shape.rank is not None and logits.shape.rank is not None and (
+        labels.shape.rank != logits.shape.rank - 1
+    ):
+        raise ValueError(
+            "The labels must have one dimension less than the logits (ids, not one-hot or "
+            f"(B, T, 1)); received labels of shape {labels.shape} and logits of shape {logits.shape}"
+        )
 
     @tf.custom_gradient
     def loss_and_gradient(logits):
@@ -130,11 +142,15 @@ def token_accuracy(labels, logits):
     """1.0 where the logits' argmax is the label, else 0.0: (B, T, V) -> (B, T).
 
     `tf.argmax` directly: Keras's `ops.argmax` (3.15) first replaces -0.0 by
-    the smallest negative float, three more (B, T, V) tensors (300 MB at
-    4096 tokens and V=8000) that the train step's metric would hold.
+    the smallest negative float, which builds two more (B, T, V) tensors and
+    three boolean ones of that shape in the train step (docs/traps.md,
+    trap 16).
     """
+    labels = ops.cast(labels, "int32")
+    if labels.shape.rank is not None and labels.shape.rank == len(logits.shape):
+        labels = ops.squeeze(labels, -1)  # (B, T, 1) labels, as Keras's metric accepts
     predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)  # (B, T)
-    return ops.cast(ops.equal(ops.cast(labels, "int32"), predicted), "float32")
+    return ops.cast(ops.equal(labels, predicted), "float32")
 
 
 @keras.saving.register_keras_serializable(package="keras_s2s")

@@ -145,6 +145,79 @@ def graph_dtypes(graph):
 
 
 # --------------------------------------------------------------------------
+# Memory of the train step's loss and metric (docs/traps.md, trap 16).
+# --------------------------------------------------------------------------
+
+
+VOCABULARY_OF_THE_LOSS_STEP = 4000
+
+
+def loss_and_metric_step(loss_fn, metric, rng, tokens=1024, hidden=16):
+    """A train step's tail as a `tf.function`: projection, loss, gradients, metric update.
+
+    A tied output projection (tokens, D) x (V, D)^T to (B, T, V) float32
+    logits, the loss and its gradient for both factors, then the metric's
+    update on the same logits (as Keras orders them: metrics after the
+    gradient). V is `VOCABULARY_OF_THE_LOSS_STEP`.
+    """
+    import tensorflow as tf
+
+    length, vocabulary = 32, VOCABULARY_OF_THE_LOSS_STEP
+    states = tf.Variable(rng.normal(size=(tokens // length, length, hidden)).astype("float32"))
+    table = tf.Variable(0.1 * rng.normal(size=(vocabulary, hidden)).astype("float32"))
+    labels = tf.constant(rng.integers(1, vocabulary, (tokens // length, length)), "int32")
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            flat = tf.matmul(tf.reshape(states, [tokens, hidden]), table, transpose_b=True)
+            logits = tf.reshape(flat, [tokens // length, length, vocabulary])  # (B, T, V)
+            loss = loss_fn(labels, logits)
+        gradients = tape.gradient(loss, [states, table])
+        metric.update_state(labels, logits)
+        return [tf.reduce_sum(g) for g in gradients]
+
+    step.tokens = tokens
+    return step
+
+
+def logits_sized_buffers(step):
+    """Peak of TensorFlow's CPU allocator in one call of `step`, in logits-sized float32 tensors.
+
+    The allocator's own count (`get_memory_info`), not the RSS; the pool
+    grows once in a first call, which is not counted. Which ops overlap can
+    vary with the executor's thread order; `logits_sized_ops` is the
+    deterministic check.
+    """
+    import tensorflow as tf
+
+    step()
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    step()
+    peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+    return (peak - before) / (4 * step.tokens * VOCABULARY_OF_THE_LOSS_STEP)
+
+
+# Ops that give a tensor another shape or name without computing a new one.
+VIEW_OPS = frozenset({"Reshape", "Identity", "IdentityN", "Squeeze", "ExpandDims"})
+
+
+def logits_sized_ops(step):
+    """Op types of `step`'s graph that compute a tensor of the logits' size, (N, V) or (B, T, V)."""
+    graph = step.get_concrete_function().graph
+    return sorted(
+        op.type for op in graph.get_operations()
+        if op.type not in VIEW_OPS
+        and any(
+            output.shape.rank in (2, 3) and output.shape[-1] == VOCABULARY_OF_THE_LOSS_STEP
+            and output.shape.num_elements() in (None, step.tokens * VOCABULARY_OF_THE_LOSS_STEP)
+            for output in op.outputs
+        )
+    )
+
+
+# --------------------------------------------------------------------------
 # Comparing trained weights (strategy and accumulation equivalence).
 # --------------------------------------------------------------------------
 

@@ -19,7 +19,15 @@ import tensorflow as tf
 from keras_s2s.losses import MaskedCrossEntropy
 from keras_s2s.training.compat import keras_clips_per_replica
 from keras_s2s.training.update import AggregatedUpdate
-from tests.helpers import REPO_ROOT, batch, make_model, make_tied_model
+from tests.helpers import (
+    REPO_ROOT,
+    batch,
+    logits_sized_buffers,
+    logits_sized_ops,
+    loss_and_metric_step,
+    make_model,
+    make_tied_model,
+)
 
 
 def source_padding_drift(model, inputs):
@@ -225,3 +233,19 @@ def test_trap15_no_weight_is_broadcast_over_the_batch_in_our_training_step(tie):
     hidden, vocabulary = 16, 50
     assert per_sequence_products(graph, hidden, vocabulary) == []
     assert per_sequence_products(graph, vocabulary, hidden) == []
+
+
+def test_trap16_autodiff_of_the_smoothed_loss_and_keras_accuracy_hold_more_logits_sized_buffers(rng):
+    # The loss as it was written before (TensorFlow's autodiff of the fused
+    # op, logsumexp and the mean) and Keras's accuracy metric (its argmax
+    # replaces -0.0 first): about 4.5 logits-sized buffers at once, against
+    # the 2 of tests/test_losses.py::test_the_train_steps_loss_and_metric_hold_two_logits_sized_buffers.
+    def autodiff_loss(labels, logits):
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        uniform = tf.reduce_logsumexp(logits, -1) - tf.reduce_mean(logits, -1)
+        return tf.reduce_mean(0.9 * nll + 0.1 * uniform)
+
+    step = loss_and_metric_step(autodiff_loss, keras.metrics.SparseCategoricalAccuracy(), rng)
+    # logsumexp's exponentials, the broadcast gradients, Keras's -0.0 fix.
+    assert {"Exp", "Tile", "SelectV2", "BitwiseAnd"} <= set(logits_sized_ops(step))
+    assert logits_sized_buffers(step) > 3.5

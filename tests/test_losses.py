@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_s2s.losses import MaskedCrossEntropy, TokenAccuracy, masked_accuracy
+from keras_s2s.losses import MaskedCrossEntropy, TokenAccuracy, masked_accuracy, token_accuracy
+from tests.helpers import logits_sized_buffers, logits_sized_ops, loss_and_metric_step
 
 
 def _reference(labels, logits, smoothing):
@@ -54,23 +55,27 @@ def test_config_round_trip():
     assert clone.label_smoothing == 0.2
 
 
-def _textbook_loss(labels, logits, smoothing):
+def _textbook_loss(labels, logits, smoothing, sample_weight=None):
     """The formula written out, for TensorFlow's autodiff to differentiate."""
     log_probs = tf.nn.log_softmax(logits)
     nll = -tf.gather(log_probs, labels[..., None], batch_dims=2)[..., 0]
     per_token = (1 - smoothing) * nll - smoothing * tf.reduce_mean(log_probs, -1)
     weights = tf.cast(labels != 0, "float32")
+    if sample_weight is not None:
+        weights = weights * sample_weight
     return tf.reduce_sum(per_token * weights) / tf.reduce_sum(weights)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
-def test_hand_written_gradient_equals_autodiff_of_the_formula(smoothing, rng):
+@pytest.mark.parametrize("weighted", [False, True])
+def test_hand_written_gradient_equals_autodiff_of_the_formula(smoothing, weighted, rng):
     logits = tf.constant(3 * rng.normal(size=(3, 4, 11)).astype("float32"))
     labels = tf.constant([[1, 2, 0, 0], [3, 0, 0, 0], [4, 5, 10, 1]])
+    weights = tf.constant(rng.uniform(0.5, 2.0, size=(3, 4)).astype("float32")) if weighted else None
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(logits)
-        ours = MaskedCrossEntropy(label_smoothing=smoothing)(labels, logits)
-        textbook = _textbook_loss(labels, logits, smoothing)
+        ours = MaskedCrossEntropy(label_smoothing=smoothing)(labels, logits, sample_weight=weights)
+        textbook = _textbook_loss(labels, logits, smoothing, weights)
     np.testing.assert_allclose(float(ours), float(textbook), rtol=1e-5)
     gradient = tape.gradient(ours, logits).numpy()
     np.testing.assert_allclose(gradient, tape.gradient(textbook, logits).numpy(), atol=1e-7)
@@ -97,7 +102,6 @@ def test_gradient_under_xla(rng):
 def test_token_accuracy_is_the_masked_share_of_argmax_hits():
     logits = np.zeros((2, 3, 4), "float32")
     logits[0, 0, 1] = logits[0, 1, 3] = logits[1, 0, 2] = logits[1, 2, 1] = 1.0
-    logits[0, 2, 0] = -0.0  # argmax of all zeros is id 0 either way
     labels = np.array([[1, 2, 0], [2, 3, 1]])  # hits: (0,0), (1,0), (1,2); (0,2) is padding
     logits = tf.constant(logits)
     logits._keras_mask = tf.constant(labels != 0)
@@ -108,38 +112,25 @@ def test_token_accuracy_is_the_masked_share_of_argmax_hits():
     assert isinstance(clone, TokenAccuracy) and clone.name == "accuracy"
 
 
-def _vocabulary_sized_buffers(step, vocabulary, tokens):
-    """Peak bytes the CPU allocator's pool holds in `step`, in (tokens, vocabulary) float32 tensors."""
-    step()  # trace, and let the pool grow once
-    tf.config.experimental.reset_memory_stats("CPU:0")
-    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
-    step()
-    peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
-    return (peak - before) / (4 * tokens * vocabulary)
+# The ops that may compute a logits-sized tensor in the loss, its gradient and
+# the metric: the projection, the fused op's backprop and the in-place steps
+# of the hand-written gradient (`Fill`: the tape's zeros for an unused
+# gradient, pruned before it runs).
+LOGITS_SIZED_OPS = {"MatMul", "SparseSoftmaxCrossEntropyWithLogits", "Mul", "Sub",
+                    "TensorScatterAdd", "Fill"}
 
 
 def test_the_train_steps_loss_and_metric_hold_two_logits_sized_buffers(rng):
-    # Docs/traps.md, trap 16. Autodiff of the smoothed loss kept five (N, V)
-    # tensors alive, and Keras's argmax in the accuracy metric three more:
-    # the pool of the allocator keeps that high-water mark for the whole run.
-    # Here: the logits (kept for the metric) and one gradient buffer.
-    tokens, vocabulary, hidden = 1024, 4000, 16
-    states = tf.Variable(rng.normal(size=(tokens // 32, 32, hidden)).astype("float32"))
-    table = tf.Variable(0.1 * rng.normal(size=(vocabulary, hidden)).astype("float32"))
-    labels = tf.constant(rng.integers(1, vocabulary, (tokens // 32, 32)), "int32")
-    loss_fn = MaskedCrossEntropy(label_smoothing=0.1)
-    metric = masked_accuracy()
+    # docs/traps.md, trap 16: the logits (kept for the metric) and one gradient buffer.
+    step = loss_and_metric_step(MaskedCrossEntropy(label_smoothing=0.1), masked_accuracy(), rng)
+    ops = logits_sized_ops(step)
+    assert set(ops) <= LOGITS_SIZED_OPS and len(ops) <= len(LOGITS_SIZED_OPS), ops
+    assert logits_sized_buffers(step) < 2.5
 
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            logits = tf.reshape(
-                tf.matmul(tf.reshape(states, [tokens, hidden]), table, transpose_b=True),
-                [tokens // 32, 32, vocabulary],
-            )
-            loss = loss_fn(labels, logits)
-        gradients = tape.gradient(loss, [states, table])
-        metric.update_state(labels, logits)
-        return [tf.reduce_sum(g) for g in gradients]
 
-    assert _vocabulary_sized_buffers(step, vocabulary, tokens) < 2.5
+def test_labels_with_a_trailing_axis_are_refused_by_the_loss_and_read_by_the_metric():
+    logits = tf.constant(np.eye(3, dtype="float32")[None])  # (1, 3, 3): argmax 0, 1, 2
+    labels = np.array([[[1], [1], [2]]])  # (1, 3, 1)
+    with pytest.raises(ValueError, match=r"one dimension less than the logits.*\(1, 3, 1\)"):
+        MaskedCrossEntropy()(labels, logits)
+    np.testing.assert_array_equal(token_accuracy(labels, logits), [[0.0, 1.0, 1.0]])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_s2s import decoding
-from keras_s2s.decoding import Beam, Greedy
+from keras_s2s.decoding import Beam, Greedy, Sampling
 from keras_s2s.data import END_ID, START_ID
 from keras_s2s.translator import Translator, length_sorted_batches, pad_batch, plot_attention
 
@@ -130,9 +130,11 @@ def test_default_batch_size_is_small_for_beam_search_under_xla(tiny_run):
         assert largest == 8 if expected == 8 else largest >= len(sentences)
 
 
-def test_by_default_beam_search_runs_without_xla_and_greedy_with(tiny_run):
+def test_by_default_no_strategy_runs_under_xla(tiny_run):
     translator = Translator.from_run_dir(tiny_run)
-    assert translator.uses_xla(Greedy()) and not translator.uses_xla(Beam(2))
+    assert not translator.uses_xla(Greedy()) and not translator.uses_xla(Beam(2))
+    assert not translator.uses_xla(Sampling(top_k=2))
+    assert Translator.from_run_dir(tiny_run, jit_compile=True).uses_xla(Greedy())
     assert Translator.from_run_dir(tiny_run, jit_compile=True).uses_xla(Beam(2))
     assert not Translator.from_run_dir(tiny_run, jit_compile=False).uses_xla(Greedy())
     with pytest.raises(ValueError, match=r"`jit_compile` must be True, False or None"):

@@ -34,8 +34,7 @@ def parse_args(argv=None):
     )
     add_strategy_flags(parser)
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="sentences decoded together (default: 512 without XLA, which beam search "
-                             "runs by default; under XLA 8 for beam search, else 64)")
+                        help="sentences decoded together (default: 512; decoding runs without XLA)")
     parser.add_argument("--max-sentences", type=int, help="evaluate only the first N pairs")
     parser.add_argument("--output-dir", help="where hypotheses.txt and metrics.json go (default: RUN_DIR/eval)")
     parser.add_argument(

@@ -47,10 +47,25 @@ def test_this_process_split_matches_the_kernel_and_glibc_accounts():
     assert record["file"] > 0 and record["anon"] > 0
 
 
+def test_the_pool_record_follows_tensorflows_allocator():
+    import tensorflow as tf
+
+    if not memory_breakdown.tensorflow_pool():  # resets the peak
+        pytest.skip("this TensorFlow's CPU allocator keeps no counts (oneDNN off)")
+    block = tf.fill([1024, 1024], 1.0)  # 4 MiB, a pool allocation
+    pool = memory_breakdown.tensorflow_pool()
+    assert pool["pool_peak"] >= pool["pool_in_use"] >= 4.0
+    del block
+    after = memory_breakdown.tensorflow_pool()
+    assert after["pool_in_use"] <= pool["pool_in_use"] - 4.0 + 0.01
+    assert after["pool_peak"] >= 4.0  # the peak since the last record still saw the block
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
 def test_a_tiny_run_reports_each_point(tmp_path):
-    command = train_command(tmp_path / "run", epochs=1, steps_per_epoch=7)
+    # 2048-token batches: the logits (B, T, 120) float32 are pool blocks (256 KiB and more).
+    command = train_command(tmp_path / "run", epochs=1, steps_per_epoch=7, batch_tokens=2048)
     command[1:3] = ["-m", "bench.memory_breakdown"]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
@@ -61,4 +76,9 @@ def test_a_tiny_run_reports_each_point(tmp_path):
     assert points == ["start", "fit_start", "step1", "step2", "step5", "step7", "epoch1_end", "end"]
     for record in records:
         assert record["malloc_arena"] > 0 and record["py_blocks"] > 0
+    assert "pool_peak" not in records[0]  # TensorFlow's runtime has not started
+    if "pool_peak" in records[1]:  # the allocator keeps counts (oneDNN on)
+        for record in records[1:]:
+            assert 0 <= record["pool_in_use"] <= record["pool_peak"]
+        assert records[2]["pool_peak"] >= records[1]["pool_in_use"] + 0.25
     assert records[-1]["rss"] > records[0]["rss"]  # TensorFlow's runtime and the model
