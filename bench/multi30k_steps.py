@@ -15,6 +15,11 @@ each shape the first `--epoch-batches` batches hold (every shape of an epoch), i
 came, round after round: the first round shows the growth, the later ones whether it stays flat
 (`rss_after_round_mib`), and the timed steps are whole rounds when `--steps` and `--skip` are
 multiples of the number of shapes.
+
+`--profile` records the steps after `--skip` with the TensorFlow profiler and adds where their
+op time goes (`by_type`: % of busy op time per op type; `heaviest_ops`), as `bench.profile_ops`
+reports it for the synthetic workload. A trace slows the steps it records, so a profiled run's
+step times are not a measurement of speed.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import argparse
 import json
 import os
 import resource
+import shutil
+import tempfile
 import time
 
 import keras
@@ -30,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_s2s  # noqa: F401  (before TensorFlow: runtime settings)
+from bench import profile_ops
 from keras_s2s import data
 from keras_s2s.config import ModelConfig
 from keras_s2s.models import build_transformer
@@ -69,6 +77,23 @@ def cycled(batches: list, element_spec) -> tf.data.Dataset:
     return tf.data.Dataset.from_generator(rounds, output_signature=element_spec)
 
 
+class ProfileAfter(keras.callbacks.Callback):
+    """Traces the train steps from batch `first` to the end of `fit` into `logdir`."""
+
+    def __init__(self, first: int, logdir: str):
+        super().__init__()
+        self.first, self.logdir, self.tracing = first, logdir, False
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == self.first:
+            tf.profiler.experimental.start(self.logdir)
+            self.tracing = True
+
+    def on_train_end(self, logs=None):
+        if self.tracing:
+            tf.profiler.experimental.stop()
+
+
 class StepClock(keras.callbacks.Callback):
     """Wall time of every train step (eager dispatch is synchronous on CPU)."""
 
@@ -99,6 +124,10 @@ def main(argv=None) -> None:
                         help="one batch of every shape of an epoch, round after round")
     parser.add_argument("--epoch-batches", type=int, default=160,
                         help="with --cycle-shapes: the batches whose shapes are cycled")
+    parser.add_argument("--profile", action="store_true",
+                        help="trace the steps after --skip and report op time by op type "
+                             "(the step times are then slowed by the trace)")
+    parser.add_argument("--top", type=int, default=15, help="with --profile: rows per list")
     parser.add_argument("--tokenizer-dir", default=os.path.join(
         os.environ.get("TMPDIR", "/tmp"), "keras_s2s_multi30k_steps_tokenizers"))
     args = parser.parse_args(argv)
@@ -131,7 +160,11 @@ def main(argv=None) -> None:
     model = build_transformer(model_config)
     compile_model(model, train_config, steps_per_epoch=150)
     clock = StepClock()
-    model.fit(dataset, epochs=1, steps_per_epoch=args.steps, callbacks=[clock], verbose=0)
+    callbacks = [clock]
+    if args.profile:
+        logdir = tempfile.mkdtemp(prefix="keras_s2s_multi30k_profile_")
+        callbacks.append(ProfileAfter(args.skip, logdir))
+    model.fit(dataset, epochs=1, steps_per_epoch=args.steps, callbacks=callbacks, verbose=0)
     seconds = np.array(clock.seconds[args.skip:])
     tokens = np.array([np.count_nonzero(y) for y in labels[args.skip:]])
     result = {
@@ -141,6 +174,10 @@ def main(argv=None) -> None:
         "peak_rss_mib": peak_rss_mib(), "rss_at_fit_mib": clock.rss_at_fit_mib,
         "rss_first_step_mib": clock.rss_mib[0], "rss_end_mib": clock.rss_mib[-1],
     }
+    if args.profile:
+        result["profiled_steps"] = args.steps - args.skip
+        result.update(profile_ops.summarize(profile_ops.op_stats(logdir), args.top))
+        shutil.rmtree(logdir, ignore_errors=True)
     if per_round:
         result["shapes_per_round"] = per_round
         result["rss_after_round_mib"] = [

@@ -6,7 +6,7 @@ Not part of `make bench` (a trace slows the steps it records). Two modes:
   (non-idle) op time per op type and the heaviest single ops, for `fit` steps
   and / or greedy-decode calls.
 - `--xla`: one search (`--search greedy|beam`) compiled with XLA, as
-  `decode` runs by default. The whole search is one XLA
+  `decode(..., jit_compile=True)` runs it. The whole search is one XLA
   function, which the TF profiler shows as a single op; XLA's CPU runtime is
   asked for one trace event per HLO thunk (`--xla_cpu_enable_xprof_traceme`)
   and dumps the optimized HLO, whose metadata names the TensorFlow op each

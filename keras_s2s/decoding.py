@@ -1250,7 +1250,7 @@ def decode(
     max_length,
     max_length_ratio=None,
     max_length_offset=0,
-    jit_compile=True,
+    jit_compile=False,
 ):
     """Decodes a batch with the model's KV cache and a strategy.
 
@@ -1266,9 +1266,13 @@ def decode(
         max_length_ratio, max_length_offset: optional per-row limits
             `floor(ratio * source_length + offset)`, capped by `max_length`,
             at least 1; `None` ratio means no per-row limit.
-        jit_compile: compile the whole search with XLA (faster on CPU; XLA
-            compiles once per (B, S) shape, and S is padded to a multiple
-            of 8 to bound that, KNOWN_TRAPS 9).
+        jit_compile: compile the whole search with XLA. Off by default, as
+            in `Translator` and the exported SavedModel: without XLA finished
+            sentences leave the batch, which pays for large batches
+            (`Translator.uses_xla` has the figures). XLA pays for streams of
+            small requests once compiled; it compiles once per (B, S)
+            shape, and S is padded to a multiple of 8 to bound that
+            (KNOWN_TRAPS 9).
 
     Returns:
         `(ids, scores)`: int32 (B, L), L <= max_length, the generated ids

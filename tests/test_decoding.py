@@ -560,6 +560,15 @@ def test_decode_gives_the_same_ids_with_xla(model, sources, ends, strategy):
 # --------------------------------------------------------------------------
 
 
+def test_decode_runs_without_xla_by_default_as_the_translator_does(rng):
+    # One default for the low-level call, `Translator` and the SavedModel:
+    # without XLA, where finished sentences leave the batch.
+    local_model = make_model(num_decoder_layers=1)
+    tokens = rng.integers(1, 40, size=(2, 5))
+    decode(local_model, tokens, Greedy(), start_id=START, end_id=END, max_length=4)
+    assert [key[2] for key in decoding._SEARCHES[local_model]] == [False]
+
+
 def test_search_is_traced_once_per_model_and_options_and_freed_with_the_model(rng):
     local_model = make_model(num_decoder_layers=1)
     options = dict(start_id=START, end_id=END, max_length=4, jit_compile=False)
