@@ -3,7 +3,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_s2s.losses import MaskedCrossEntropy, TokenAccuracy, masked_accuracy, token_accuracy
+from keras_s2s.losses import (
+    MaskedCrossEntropy,
+    TokenAccuracy,
+    masked_accuracy,
+    smoothed_cross_entropy,
+    token_accuracy,
+)
 from tests.helpers import logits_sized_buffers, logits_sized_ops, loss_and_metric_step
 
 
@@ -113,11 +119,10 @@ def test_token_accuracy_is_the_masked_share_of_argmax_hits():
 
 
 # The ops that may compute a logits-sized tensor in the loss, its gradient and
-# the metric: the projection, the fused op's backprop and the in-place steps
-# of the hand-written gradient (`Fill`: the tape's zeros for an unused
-# gradient, pruned before it runs).
-LOGITS_SIZED_OPS = {"MatMul", "SparseSoftmaxCrossEntropyWithLogits", "Mul", "Sub",
-                    "TensorScatterAdd", "Fill"}
+# the metric: the projection and the gradient's one XLA function (a
+# `PartitionedCall`; the forward one returns (N,) tensors only). `Fill`: the
+# tape's zeros for an unused gradient, pruned before it runs.
+LOGITS_SIZED_OPS = {"MatMul", "PartitionedCall", "Fill"}
 
 
 def test_the_train_steps_loss_and_metric_hold_two_logits_sized_buffers(rng):
@@ -134,3 +139,11 @@ def test_labels_with_a_trailing_axis_are_refused_by_the_loss_and_read_by_the_met
     with pytest.raises(ValueError, match=r"one dimension less than the logits.*\(1, 3, 1\)"):
         MaskedCrossEntropy()(labels, logits)
     np.testing.assert_array_equal(token_accuracy(labels, logits), [[0.0, 1.0, 1.0]])
+
+
+@pytest.mark.parametrize("bad_id", [-1, 5])
+def test_label_ids_out_of_the_vocabulary_are_refused(bad_id):
+    # XLA's gather would clamp them silently; the loss checks the (N,) ids first.
+    labels = tf.constant([[1, bad_id]])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label ids must be"):
+        smoothed_cross_entropy(labels, tf.zeros((1, 2, 5)), 0.1)
