@@ -6,8 +6,8 @@ vary and whose beams finish early, in the ways users run it:
 
 - `in_process`: `Translator.translate`, what `training.evaluate` calls
   (all sentences at once, in its default batches: `Translator.default_batch_size`),
-  under XLA as by default;
-  `in_process_jit0`: the same without XLA;
+  under XLA (`jit_compile=True`);
+  `in_process_jit0`: the same without XLA, `Translator`'s default;
 - `saved_model`: `training.export`'s SavedModel (no XLA, as stock TF Serving
   runs it), loaded with `tf.saved_model.load`, its `serving_default` called
   with batches of request strings (`evaluation.saved_model_translate` for the

@@ -78,10 +78,12 @@ def smoothed_cross_entropy(labels, logits, label_smoothing):
     Both passes are small functions compiled with XLA whatever the rest of
     the step runs under, so each is one fused loop over the logits instead
     of TensorFlow's separate kernels (the fused softmax cross-entropy, the
-    mean, the gradient's scaling, shift and scatter): 2.5x faster on
-    (4096, 8000) logits on a 2-core CPU, a tenth of a Multi30k train step
-    (bench/results/2026-12-05-multi30k-xla-loss.md). XLA compiles them once
-    per logits shape; the trainer's bucketed batches bound the shapes.
+    mean, the gradient's scaling, shift and scatter, about 14% of a
+    Multi30k train step's op time): 2.5x faster on (4096, 8000) logits on a
+    2-core CPU, and the recipe's steps 1.14x (median;
+    bench/results/2026-12-05-multi30k-xla-loss.md). XLA compiles them once
+    per logits shape and smoothing value; the trainer's bucketed batches
+    bound the shapes.
 
     `tf.custom_gradient` in a traced function registers one gradient
     function with TensorFlow, which keeps it (and so that trace's graph)
@@ -89,15 +91,17 @@ def smoothed_cross_entropy(labels, logits, label_smoothing):
     function, not per step.
 
     Args:
-        labels: integer (B, T), ids in [0, V); an id out of range raises
-            `InvalidArgumentError` naming it.
+        labels: integer (B, T), ids in [0, V). An id out of range raises
+            `InvalidArgumentError` ("label ids must be ...") when the step
+            runs without XLA, the default; a step compiled whole with XLA
+            (`jit_compile=True`) drops the check, and the id is clamped.
         logits: float32 (B, T, V).
         label_smoothing: eps, a Python float in [0, 1).
 
     Returns:
         float32 (B, T): `(1 - eps) * nll + eps * (logsumexp - mean(logits))`.
     """
-    epsilon = tf.constant(float(label_smoothing), tf.float32)
+    epsilon = float(label_smoothing)  # a Python float: one XLA function per value
     labels = tf.cast(labels, tf.int32)
     if labels.shape.rank is not None and logits.shape.rank is not None and (
         labels.shape.rank != logits.shape.rank - 1
@@ -136,6 +140,8 @@ def _smoothed_loss_forward(logits, labels, epsilon):
     logsumexp = tf.reduce_logsumexp(logits, axis=-1)
     label_logits = tf.gather(logits, labels[:, None], batch_dims=1)[:, 0]
     nll = logsumexp - label_logits
+    if not epsilon:  # a Python float: no uniform term (and no 0 * inf) without smoothing
+        return nll, logsumexp
     uniform = logsumexp - tf.reduce_mean(logits, axis=-1)  # cross-entropy with the uniform
     return (1.0 - epsilon) * nll + epsilon * uniform, logsumexp
 
@@ -146,6 +152,8 @@ def _smoothed_loss_gradient(logits, labels, logsumexp, upstream, epsilon):
     vocabulary = tf.shape(logits)[-1]
     onehot = tf.one_hot(labels, vocabulary, dtype=logits.dtype)
     softmax = tf.exp(logits - logsumexp[:, None])
+    if not epsilon:
+        return (softmax - onehot) * upstream[:, None]
     smoothed = (1.0 - epsilon) * onehot + epsilon / tf.cast(vocabulary, logits.dtype)
     return (softmax - smoothed) * upstream[:, None]
 

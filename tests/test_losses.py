@@ -141,9 +141,25 @@ def test_labels_with_a_trailing_axis_are_refused_by_the_loss_and_read_by_the_met
     np.testing.assert_array_equal(token_accuracy(labels, logits), [[0.0, 1.0, 1.0]])
 
 
+@pytest.mark.parametrize("traced", [False, True], ids=["eager", "traced"])
 @pytest.mark.parametrize("bad_id", [-1, 5])
-def test_label_ids_out_of_the_vocabulary_are_refused(bad_id):
-    # XLA's gather would clamp them silently; the loss checks the (N,) ids first.
+def test_label_ids_out_of_the_vocabulary_are_refused(bad_id, traced):
+    # XLA's gather would clamp them silently; the loss checks the (N,) ids first,
+    # also in a traced step that takes the gradient (the checks gate the forward).
     labels = tf.constant([[1, bad_id]])
+    logits = tf.Variable(tf.zeros((1, 2, 5)))
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(smoothed_cross_entropy(labels, logits, 0.1))
+        return tape.gradient(loss, logits)
+
     with pytest.raises(tf.errors.InvalidArgumentError, match="label ids must be"):
-        smoothed_cross_entropy(labels, tf.zeros((1, 2, 5)), 0.1)
+        (tf.function(step) if traced else step)()
+
+
+def test_without_smoothing_a_minus_infinity_logit_elsewhere_gives_a_finite_loss():
+    # eps = 0 has no uniform term: mean(logits) would be -inf, and 0 * inf NaN.
+    logits = tf.constant([[[0.0, 1.0, -np.inf]]])
+    loss = smoothed_cross_entropy(tf.constant([[1]]), logits, 0.0)
+    np.testing.assert_allclose(loss.numpy(), [[np.log(1 + np.e) - 1.0]], rtol=1e-6)
